@@ -1,0 +1,298 @@
+package anytls
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/anytls-suite/anytls/internal/padding"
+	"github.com/anytls-suite/anytls/internal/pool"
+	"github.com/anytls-suite/anytls/internal/session"
+	"github.com/anytls-suite/anytls/internal/tlsutil"
+	"github.com/anytls-suite/anytls/internal/wire"
+)
+
+// Defaults for ClientConfig's zero values.
+const (
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultIdleCheckInterval = pool.DefaultCheckInterval
+	DefaultIdleTimeout       = pool.DefaultIdleTimeout
+	DefaultMinIdleSessions   = pool.DefaultMinIdle
+)
+
+// ClientConfig configures a Client. Zero values mean the documented defaults.
+type ClientConfig struct {
+	// Server is the server's "host:port".
+	Server string
+	// Password authenticates the client.
+	Password string
+
+	// ServerName is sent as SNI and checked against the certificate. Empty
+	// means the host of Server; an IP address means no SNI is sent.
+	ServerName string
+	// RootCAs verifies the server's certificate instead of the system pool.
+	RootCAs *x509.CertPool
+	// PinSHA256, when set, accepts only the server certificate whose DER
+	// encoding has this SHA-256 (32 bytes), whatever its issuer or names.
+	PinSHA256 []byte
+	// InsecureSkipVerify accepts any server certificate. Without it, and
+	// without a pin, the certificate is verified against RootCAs (or the
+	// system's roots).
+	InsecureSkipVerify bool
+	// TLSConfig, if set, is cloned and used as the base TLS configuration.
+	TLSConfig *tls.Config
+
+	// ClientName is announced as "client=" in Settings. Empty means
+	// DefaultClientName.
+	ClientName string
+	// PaddingScheme is the scheme text used until the server pushes its own.
+	// Empty means the default scheme.
+	PaddingScheme []byte
+
+	// IdleCheckInterval is how often idle sessions are examined (default 30s).
+	IdleCheckInterval time.Duration
+	// IdleTimeout closes sessions idle for longer (default 30s).
+	IdleTimeout time.Duration
+	// MinIdleSessions keeps the newest idle sessions open beyond IdleTimeout
+	// (default 5; negative means none).
+	MinIdleSessions int
+	// DisableReuse uses one session per stream.
+	DisableReuse bool
+
+	// DialTimeout bounds TCP connect, TLS handshake and authentication of a
+	// new session (default 10s).
+	DialTimeout time.Duration
+	// Dial opens the TCP connection to the server; nil uses net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// StreamBuffer and SessionBuffer bound buffered received data (defaults
+	// in the session package: 4 MiB per stream, 32 MiB per session).
+	StreamBuffer  int
+	SessionBuffer int
+
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *ClientConfig) Validate() error {
+	var errs []error
+	if c.Server == "" {
+		errs = append(errs, errors.New("server address is empty"))
+	} else if _, _, err := net.SplitHostPort(c.Server); err != nil {
+		errs = append(errs, fmt.Errorf("server address %q: %v", c.Server, err))
+	}
+	if c.Password == "" {
+		errs = append(errs, errors.New("password is empty"))
+	}
+	if c.PinSHA256 != nil && len(c.PinSHA256) != sha256.Size {
+		errs = append(errs, fmt.Errorf("certificate pin has %d bytes, want %d", len(c.PinSHA256), sha256.Size))
+	}
+	if len(c.PaddingScheme) > 0 {
+		if _, err := padding.Parse(c.PaddingScheme); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(c.ClientName) > 1024 {
+		errs = append(errs, errors.New("client name is longer than 1024 bytes"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"idle check interval", c.IdleCheckInterval}, {"idle timeout", c.IdleTimeout}, {"dial timeout", c.DialTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
+		}
+	}
+	if c.StreamBuffer < 0 || c.SessionBuffer < 0 {
+		errs = append(errs, errors.New("buffer sizes must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Client opens proxied connections through an AnyTLS server. It is safe for
+// concurrent use.
+type Client struct {
+	cfg    ClientConfig
+	log    *slog.Logger
+	hash   [wire.AuthHashLen]byte
+	tls    *tls.Config
+	scheme atomic.Pointer[padding.Scheme]
+	pool   *pool.Pool
+	dial   func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// NewClient validates cfg and returns a client. No connection is made until
+// the first Dial.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("anytls: client config: %w", err)
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.ClientName == "" {
+		cfg.ClientName = DefaultClientName
+	}
+	if cfg.MinIdleSessions == 0 {
+		cfg.MinIdleSessions = DefaultMinIdleSessions
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, hash: sha256.Sum256([]byte(cfg.Password)), dial: cfg.Dial}
+	if c.dial == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		c.dial = d.DialContext
+	}
+	scheme := padding.Default()
+	if len(cfg.PaddingScheme) > 0 {
+		scheme, _ = padding.Parse(cfg.PaddingScheme)
+	}
+	c.scheme.Store(scheme)
+	c.tls = c.tlsConfig()
+	p, err := pool.New(pool.Config{
+		CheckInterval: cfg.IdleCheckInterval,
+		IdleTimeout:   cfg.IdleTimeout,
+		MinIdle:       cfg.MinIdleSessions,
+		DisableReuse:  cfg.DisableReuse,
+		Logger:        cfg.Logger,
+	}, c.dialSession)
+	if err != nil {
+		return nil, fmt.Errorf("anytls: client config: %w", err)
+	}
+	c.pool = p
+	return c, nil
+}
+
+func (c *Client) tlsConfig() *tls.Config {
+	var t *tls.Config
+	if c.cfg.TLSConfig != nil {
+		t = c.cfg.TLSConfig.Clone()
+	} else {
+		t = &tls.Config{}
+	}
+	if c.cfg.ServerName != "" {
+		t.ServerName = c.cfg.ServerName
+	} else if t.ServerName == "" {
+		host, _, _ := net.SplitHostPort(c.cfg.Server)
+		t.ServerName = host
+	}
+	if c.cfg.RootCAs != nil {
+		t.RootCAs = c.cfg.RootCAs
+	}
+	switch {
+	case c.cfg.PinSHA256 != nil:
+		t.InsecureSkipVerify = true // replaced by the pin check below
+		t.VerifyConnection = tlsutil.VerifyPin(c.cfg.PinSHA256)
+	case c.cfg.InsecureSkipVerify:
+		t.InsecureSkipVerify = true
+	}
+	// Each shaped write must leave as one TLS record of the size the scheme
+	// asks for, not be cut by Go's slow-start record sizing.
+	t.DynamicRecordSizingDisabled = true
+	if len(t.NextProtos) == 0 {
+		t.NextProtos = nil
+	}
+	return t
+}
+
+// Dial is DialContext with a background context.
+func (c *Client) Dial(network, address string) (net.Conn, error) {
+	return c.DialContext(context.Background(), network, address)
+}
+
+// DialContext opens a proxied TCP connection to address ("host:port") through
+// the server. The returned connection is open at once (zero round trips): if
+// the server cannot reach address, the error arrives on the first Read.
+func (c *Client) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, fmt.Errorf("anytls: network %q is not supported", network)
+	}
+	dst, err := wire.ParseAddr(address)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.pool.OpenStream(ctx, dst)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: addrString(address), Err: err}
+	}
+	return st, nil
+}
+
+type addrString string
+
+func (a addrString) Network() string { return "tcp" }
+func (a addrString) String() string  { return string(a) }
+
+// PaddingSchemeMD5 returns the md5 of the padding scheme new sessions use: the
+// configured one, or the last one the server pushed.
+func (c *Client) PaddingSchemeMD5() string { return c.scheme.Load().MD5() }
+
+// Sessions returns how many sessions are open, and how many of them are idle.
+func (c *Client) Sessions() (open, idle int) { return c.pool.Stats() }
+
+// Close closes all sessions and waits for the client's goroutines.
+func (c *Client) Close() error { return c.pool.Close() }
+
+// dialSession connects, handshakes, authenticates and starts a session.
+func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session.Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	raw, err := c.dial(ctx, "tcp", c.cfg.Server)
+	if err != nil {
+		return nil, fmt.Errorf("connect to server %s: %w", c.cfg.Server, err)
+	}
+	conn := tls.Client(raw, c.tls)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS handshake with server %s: %w", c.cfg.Server, err)
+	}
+	scheme := c.scheme.Load()
+	auth, err := wire.AppendAuth(nil, &c.hash, scheme.AuthPadding())
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		raw.SetWriteDeadline(d)
+	}
+	if _, err := conn.Write(auth); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("send authentication to server %s: %w", c.cfg.Server, err)
+	}
+	raw.SetWriteDeadline(time.Time{})
+	sess := session.NewClient(conn, session.Config{
+		Scheme:        scheme,
+		ClientName:    c.cfg.ClientName,
+		OnScheme:      c.storeScheme,
+		StreamBuffer:  c.cfg.StreamBuffer,
+		SessionBuffer: c.cfg.SessionBuffer,
+		OnClose: func(err error) {
+			var alert *session.AlertError
+			if errors.As(err, &alert) {
+				c.log.Error("server sent an alert and closed the session", "text", alert.Text)
+			}
+			onClose(err)
+		},
+		Logger: c.log,
+	})
+	return sess, nil
+}
+
+// storeScheme keeps a scheme pushed by the server for this client's later
+// sessions only.
+func (c *Client) storeScheme(s *padding.Scheme) {
+	if old := c.scheme.Swap(s); old.MD5() != s.MD5() {
+		c.log.Info("server pushed a new padding scheme", "md5", s.MD5())
+	}
+}

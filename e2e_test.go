@@ -1,0 +1,123 @@
+package anytls_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	anytls "github.com/anytls-suite/anytls"
+)
+
+func TestEndToEndEcho(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	addr, _, pin := startServer(t, nil)
+	c := newClient(t, addr, pin, nil)
+	ctx := testContext(t, 60*time.Second)
+
+	for i, size := range []int{1, 1000, 65535, 65536, 200_000, 1 << 20} {
+		conn, err := c.DialContext(ctx, "tcp", echo)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		echoRoundTrip(t, conn, randomBytes(size))
+		conn.Close()
+	}
+	open, _ := c.Sessions()
+	if open != 1 {
+		t.Errorf("sequential streams used %d sessions, want 1 reused", open)
+	}
+}
+
+func TestEndToEndConcurrent(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	addr, _, pin := startServer(t, nil)
+	c := newClient(t, addr, pin, nil)
+	ctx := testContext(t, 60*time.Second)
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := c.DialContext(ctx, "tcp", echo)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			echoRoundTrip(t, conn, randomBytes(256<<10))
+		}()
+	}
+	wg.Wait()
+}
+
+func TestDialErrorReported(t *testing.T) {
+	checkLeaks(t)
+	// a port with nothing listening
+	ln := listen(t)
+	dead := ln.Addr().String()
+	ln.Close()
+	addr, _, pin := startServer(t, nil)
+	c := newClient(t, addr, pin, nil)
+	ctx := testContext(t, 30*time.Second)
+	conn, err := c.DialContext(ctx, "tcp", dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = conn.Read(make([]byte, 10))
+	if !anytls.IsRemoteError(err) {
+		t.Fatalf("read error = %v, want a RemoteError", err)
+	}
+	t.Logf("remote error: %v", err)
+	// the session survives for other streams
+	echo := startEcho(t)
+	conn2, err := c.DialContext(ctx, "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	echoRoundTrip(t, conn2, []byte("still alive"))
+}
+
+func TestWrongPasswordFails(t *testing.T) {
+	checkLeaks(t)
+	addr, _, pin := startServer(t, nil)
+	c := newClient(t, addr, pin, func(cfg *anytls.ClientConfig) { cfg.Password = "wrong" })
+	ctx := testContext(t, 30*time.Second)
+	conn, err := c.DialContext(ctx, "tcp", "127.0.0.1:9")
+	if err != nil {
+		return // acceptable: failed at once
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = conn.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, io.EOF) && false {
+		t.Fatalf("read on a session with a wrong password: %v", err)
+	}
+	if !errors.Is(err, anytls.ErrSessionClosed) {
+		t.Fatalf("err = %v, want ErrSessionClosed", err)
+	}
+}
+
+func TestPinMismatch(t *testing.T) {
+	checkLeaks(t)
+	addr, _, pin := startServer(t, nil)
+	bad := append([]byte(nil), pin...)
+	bad[0] ^= 0xff
+	c := newClient(t, addr, bad, nil)
+	_, err := c.DialContext(testContext(t, 30*time.Second), "tcp", "127.0.0.1:9")
+	if err == nil {
+		t.Fatal("dial succeeded with a wrong pin")
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) {
+		t.Fatalf("err = %T %v", err, err)
+	}
+	t.Logf("pin mismatch error: %v", err)
+}

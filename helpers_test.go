@@ -1,0 +1,171 @@
+package anytls_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	anytls "github.com/anytls-suite/anytls"
+	"github.com/anytls-suite/anytls/internal/tlsutil"
+	"go.uber.org/goleak"
+)
+
+const testPassword = "correct horse battery staple"
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("ANYTLS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	})
+}
+
+// serverTLS returns a server TLS config with a fresh self-signed certificate
+// and its SHA-256 pin.
+func serverTLS(t testing.TB) (*tls.Config, []byte) {
+	t.Helper()
+	cert, err := tlsutil.SelfSigned("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, _ := tlsutil.ParsePin(tlsutil.Fingerprint(cert.Certificate[0]))
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, pin
+}
+
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// startServer runs our server on loopback with real TLS.
+func startServer(t testing.TB, mod func(*anytls.ServerConfig)) (addr string, srv *anytls.Server, pin []byte) {
+	t.Helper()
+	tc, pin := serverTLS(t)
+	cfg := anytls.ServerConfig{
+		Users:     []anytls.User{{Name: "tester", Password: testPassword}},
+		TLSConfig: tc,
+		Logger:    testLogger(t).With("side", "server"),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := anytls.NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return ln.Addr().String(), srv, pin
+}
+
+func newClient(t testing.TB, server string, pin []byte, mod func(*anytls.ClientConfig)) *anytls.Client {
+	t.Helper()
+	cfg := anytls.ClientConfig{
+		Server:     server,
+		Password:   testPassword,
+		ServerName: "localhost",
+		PinSHA256:  pin,
+		Logger:     testLogger(t).With("side", "client"),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := anytls.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// startEcho runs a TCP echo server on loopback. Each connection echoes until
+// EOF, then closes.
+func startEcho(t testing.TB) string {
+	t.Helper()
+	ln := listen(t)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func testContext(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// echoRoundTrip writes data through conn to an echo server concurrently with
+// reading it back, and checks every byte.
+func echoRoundTrip(t testing.TB, conn net.Conn, data []byte) {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Write(data)
+		errc <- err
+	}()
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(conn, got); err != nil {
+		t.Fatalf("reading echo: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("echo mismatch over %d bytes", len(data))
+	}
+}

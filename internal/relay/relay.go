@@ -1,0 +1,197 @@
+// Package relay pumps bytes between two connections in both directions.
+//
+// AnyTLS has no half-close: FIN ends a stream both ways. The relay therefore
+// treats the end of one direction carefully: when a source reaches EOF, the
+// destination is half-closed only if it can be (CloseWrite), and the other
+// direction keeps running until it ends too, or until it has been idle for
+// Options.HalfCloseIdle. This is what lets `nc -N`-style clients, which shut
+// down their sending side right after the request, still get the response.
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultHalfCloseIdle is how long the remaining direction of a half-closed
+// relay may stay silent before both sides are closed.
+const DefaultHalfCloseIdle = 2 * time.Minute
+
+// Options tunes Relay.
+type Options struct {
+	// HalfCloseIdle bounds the silence allowed on the remaining direction
+	// after one direction ended with EOF. Zero means DefaultHalfCloseIdle.
+	HalfCloseIdle time.Duration
+}
+
+// Stats reports the bytes moved each way.
+type Stats struct {
+	AToB, BToA int64
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// Relay copies a->b and b->a until both directions have ended, then closes
+// both connections. It returns the byte counts and the first error that was
+// not a plain end of stream.
+func Relay(a, b net.Conn, opt Options) (Stats, error) {
+	if opt.HalfCloseIdle <= 0 {
+		opt.HalfCloseIdle = DefaultHalfCloseIdle
+	}
+	r := &relay{a: a, b: b, idle: opt.HalfCloseIdle}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.pump(b, a, &r.bToA)
+	}()
+	r.pump(a, b, &r.aToB)
+	wg.Wait()
+	r.stopTimer()
+	a.Close()
+	b.Close()
+	return Stats{AToB: r.aToB.Load(), BToA: r.bToA.Load()}, r.firstErr()
+}
+
+type relay struct {
+	a, b       net.Conn
+	idle       time.Duration
+	aToB, bToA atomic.Int64
+
+	mu     sync.Mutex
+	err    error
+	ended  int // directions that have ended
+	timer  *time.Timer
+	closed bool
+}
+
+// pump copies src to dst. On EOF it half-closes dst when possible; on an error
+// it closes both ends so that the other direction stops too.
+func (r *relay) pump(src, dst net.Conn, count *atomic.Int64) {
+	err := copyCounting(dst, src, count)
+	r.mu.Lock()
+	r.ended++
+	both := r.ended == 2
+	if err != nil && r.err == nil && !isClosed(err) {
+		r.err = err
+	}
+	r.mu.Unlock()
+	if err != nil {
+		r.closeBoth()
+		return
+	}
+	if cw, ok := dst.(closeWriter); ok {
+		cw.CloseWrite()
+	}
+	if !both {
+		r.startTimer()
+	}
+}
+
+func (r *relay) closeBoth() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.a.Close()
+	r.b.Close()
+}
+
+// startTimer watches the remaining direction after a half-close: if no byte
+// moves for the idle period, both connections are closed.
+func (r *relay) startTimer() {
+	last := r.aToB.Load() + r.bToA.Load()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.ended == 2 {
+		return
+	}
+	var check func()
+	check = func() {
+		now := r.aToB.Load() + r.bToA.Load()
+		r.mu.Lock()
+		if r.closed || r.ended == 2 {
+			r.mu.Unlock()
+			return
+		}
+		if now != last {
+			last = now
+			r.timer = time.AfterFunc(r.idle, check)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+		r.closeBoth()
+	}
+	r.timer = time.AfterFunc(r.idle, check)
+}
+
+func (r *relay) stopTimer() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ended = 2
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
+
+func (r *relay) firstErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
+}
+
+type countingWriter struct {
+	w     io.Writer
+	count *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.count.Add(int64(n))
+	return n, err
+}
+
+// copyCounting copies until EOF (returning nil) or an error. A source that
+// can write itself out (an AnyTLS stream) does so without a copy.
+func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) error {
+	if wt, ok := src.(io.WriterTo); ok {
+		if _, isTCP := src.(*net.TCPConn); !isTCP {
+			_, err := wt.WriteTo(countingWriter{dst, count})
+			return err
+		}
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			count.Add(int64(n))
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}

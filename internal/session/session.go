@@ -1,0 +1,817 @@
+// Package session implements the AnyTLS session layer: many streams over one
+// connection, the client's write shaping, settings and version negotiation,
+// SYNACK and heartbeats.
+//
+// Concurrency model: one goroutine reads the connection (readLoop) and never
+// waits for a stream's consumer, except to apply backpressure when a stream
+// that is alone on its session has filled its buffer. Writes are made by the
+// goroutine that asks for them, one at a time under the write token, so the
+// data path has no goroutine hand-off. Control frames produced by the reader
+// (heartbeat answers, resets, settings answers) are queued and written by the
+// next writer, or by a short-lived flusher goroutine, so the reader never
+// blocks on a write.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anytls-suite/anytls/internal/padding"
+	"github.com/anytls-suite/anytls/internal/wire"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultStreamBuffer  = 4 << 20  // bytes buffered per stream before its limit applies
+	DefaultSessionBuffer = 32 << 20 // bytes buffered per session across its streams
+	DefaultMaxStreams    = 1024     // streams open at once per server session
+	DefaultAlertTimeout  = 5 * time.Second
+)
+
+// writeChunk is the largest payload put in one PSH frame: header plus payload
+// fill exactly four maximum-size TLS records.
+const writeChunk = 4*16384 - wire.HeaderLen
+
+// Config configures a session. Zero values mean the documented defaults.
+type Config struct {
+	// Client selects the client role; otherwise the session is a server.
+	Client bool
+
+	// Scheme (client) is the padding scheme that shapes this session's first
+	// writes, and whose md5 is announced in Settings. Nil means the default.
+	Scheme *padding.Scheme
+	// ClientName (client) is the value of "client=" in Settings.
+	ClientName string
+	// OnScheme (client) receives a padding scheme pushed by the server. It is
+	// called from the read loop and must not block.
+	OnScheme func(*padding.Scheme)
+
+	// ServerScheme (server) returns the scheme to push to clients whose md5
+	// differs. Nil means the default scheme.
+	ServerScheme func() *padding.Scheme
+	// OnStream (server) is called from the read loop for every new stream. It
+	// must not block: it typically starts a goroutine to serve the stream.
+	OnStream func(*Stream)
+	// MaxStreams (server) bounds streams open at once; further SYNs are
+	// answered with FIN.
+	MaxStreams int
+
+	// StreamBuffer bounds the bytes buffered for one stream whose reader is
+	// behind; SessionBuffer bounds them for the whole session.
+	StreamBuffer  int
+	SessionBuffer int
+
+	// OnClose is called once, without locks held, after the session died.
+	OnClose func(error)
+
+	// Logger receives the session's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Scheme == nil {
+		c.Scheme = padding.Default()
+	}
+	if c.StreamBuffer <= 0 {
+		c.StreamBuffer = DefaultStreamBuffer
+	}
+	if c.SessionBuffer <= 0 {
+		c.SessionBuffer = DefaultSessionBuffer
+	}
+	if c.SessionBuffer < c.StreamBuffer {
+		c.SessionBuffer = c.StreamBuffer
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// defaultAlloc is shared by all sessions so that buffers freed by one stream
+// serve the next; it holds no state beyond cached memory.
+var defaultAlloc allocator
+
+// Session is one AnyTLS connection carrying many streams.
+type Session struct {
+	conn   net.Conn
+	cfg    Config
+	log    *slog.Logger
+	client bool
+	alloc  *allocator
+
+	// write side: wtoken is the write lock (a channel so that waits can be
+	// abandoned on deadlines); the fields below it are guarded by it.
+	wtoken  chan struct{}
+	wbuf    []byte
+	scratch []byte
+	sizes   []int
+	writes  int // writes made so far, for shaping (client)
+
+	ctrlMu      sync.Mutex
+	ctrl        []byte // queued control frames
+	ctrlFlusher bool   // a flusher goroutine is scheduled
+
+	mu      sync.Mutex // guards the fields below
+	streams map[uint32]*Stream
+	nextID  uint32
+	pongCh  chan struct{}
+
+	buffered    atomic.Int64 // bytes held in stream buffers
+	peerVersion atomic.Int32
+
+	die       chan struct{}
+	dieOnce   sync.Once
+	dieErr    error // set before die is closed
+	wg        sync.WaitGroup
+	readerRun bool
+}
+
+func newSession(conn net.Conn, cfg Config) *Session {
+	cfg.setDefaults()
+	s := &Session{
+		conn:    conn,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		client:  cfg.Client,
+		alloc:   &defaultAlloc,
+		wtoken:  make(chan struct{}, 1),
+		streams: make(map[uint32]*Stream),
+		pongCh:  make(chan struct{}),
+		die:     make(chan struct{}),
+	}
+	s.peerVersion.Store(1)
+	return s
+}
+
+// NewClient starts a client session on conn, over which the caller has already
+// sent the authentication preamble (write 0 of the padding scheme). Settings
+// are sent together with the first stream. The read loop starts at once.
+func NewClient(conn net.Conn, cfg Config) *Session {
+	cfg.Client = true
+	s := newSession(conn, cfg)
+	s.writes = 1
+	settings := wire.Settings{
+		{Key: wire.KeyVersion, Value: "2"},
+		{Key: wire.KeyClient, Value: s.cfg.ClientName},
+		{Key: wire.KeyPaddingMD5, Value: s.cfg.Scheme.MD5()},
+	}
+	body := settings.Append(nil)
+	s.ctrl, _ = wire.AppendFrame(s.ctrl, wire.CmdSettings, 0, body)
+	s.readerRun = true
+	s.wg.Add(1)
+	go s.readLoop()
+	return s
+}
+
+// NewServer prepares a server session on an authenticated conn. Serve runs it.
+func NewServer(conn net.Conn, cfg Config) *Session {
+	cfg.Client = false
+	return newSession(conn, cfg)
+}
+
+// Serve runs a server session's read loop until the session ends, and returns
+// the cause. It closes the session before returning.
+func (s *Session) Serve() error {
+	s.mu.Lock()
+	if s.readerRun {
+		s.mu.Unlock()
+		return errors.New("anytls: session already running")
+	}
+	s.readerRun = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.readLoop()
+	return s.Err()
+}
+
+// Conn returns the underlying connection.
+func (s *Session) Conn() net.Conn { return s.conn }
+
+// PeerVersion returns the protocol version the peer announced (1 until a v2
+// peer has said otherwise).
+func (s *Session) PeerVersion() int { return int(s.peerVersion.Load()) }
+
+// NumStreams returns the number of open streams.
+func (s *Session) NumStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// Done returns a channel closed when the session has died.
+func (s *Session) Done() <-chan struct{} { return s.die }
+
+// IsClosed reports whether the session has died.
+func (s *Session) IsClosed() bool { return expired(s.die) }
+
+// Err returns why the session died (wrapping ErrSessionClosed), or nil.
+func (s *Session) Err() error {
+	select {
+	case <-s.die:
+		return &closedError{cause: s.dieErr}
+	default:
+		return nil
+	}
+}
+
+// Close closes the session and all its streams without sending FINs, and
+// waits for the session's goroutines to exit. It must not be called from the
+// session's own callbacks (OnClose, a stream's onClose); use Abort there.
+func (s *Session) Close() error {
+	s.fail(nil)
+	s.wg.Wait()
+	return nil
+}
+
+// Abort closes the session like Close but does not wait for its goroutines.
+// It is safe to call from any goroutine, including the session's callbacks.
+func (s *Session) Abort() { s.fail(nil) }
+
+// fail kills the session with cause (nil for a local Close). It never blocks
+// on I/O and may be called from any goroutine, including the read loop.
+func (s *Session) fail(cause error) {
+	s.dieOnce.Do(func() {
+		s.dieErr = cause
+		close(s.die)
+		s.conn.Close()
+		s.mu.Lock()
+		streams := make([]*Stream, 0, len(s.streams))
+		for _, st := range s.streams {
+			streams = append(streams, st)
+		}
+		clear(s.streams)
+		s.mu.Unlock()
+		err := &closedError{cause: cause}
+		for _, st := range streams {
+			st.terminate(err, false)
+		}
+		if cause != nil && !errors.Is(cause, net.ErrClosed) {
+			s.log.Debug("session closed", "cause", cause)
+		}
+		if s.cfg.OnClose != nil {
+			s.cfg.OnClose(cause)
+		}
+	})
+}
+
+// ---- writing ----
+
+func (s *Session) lockWrite(cancel <-chan struct{}) error {
+	select {
+	case s.wtoken <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.wtoken <- struct{}{}:
+		return nil
+	case <-s.die:
+		return s.Err()
+	case <-cancel:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+func (s *Session) unlockWrite() { <-s.wtoken }
+
+// takeCtrl appends the queued control frames to dst. Write token held.
+func (s *Session) takeCtrl(dst []byte) []byte {
+	s.ctrlMu.Lock()
+	if len(s.ctrl) > 0 {
+		dst = append(dst, s.ctrl...)
+		s.ctrl = s.ctrl[:0]
+		if cap(s.ctrl) > 4096 {
+			s.ctrl = nil
+		}
+	}
+	s.ctrlMu.Unlock()
+	return dst
+}
+
+// queueCtrl queues a control frame to be sent by the next writer; it never
+// blocks.
+func (s *Session) queueCtrl(cmd wire.Cmd, sid uint32, data []byte) {
+	s.ctrlMu.Lock()
+	s.ctrl, _ = wire.AppendFrame(s.ctrl, cmd, sid, data)
+	spawn := !s.ctrlFlusher
+	s.ctrlFlusher = true
+	s.ctrlMu.Unlock()
+	if spawn && !s.IsClosed() {
+		s.wg.Add(1)
+		go s.flushCtrl()
+	}
+}
+
+func (s *Session) flushCtrl() {
+	defer s.wg.Done()
+	if err := s.lockWrite(nil); err != nil {
+		return
+	}
+	defer s.unlockWrite()
+	s.ctrlMu.Lock()
+	s.ctrlFlusher = false
+	s.ctrlMu.Unlock()
+	buf := s.takeCtrl(s.wbuf[:0])
+	if len(buf) > 0 {
+		s.writeLocked(buf)
+	}
+}
+
+// writeFrame sends one frame (after any queued control frames) as one write.
+func (s *Session) writeFrame(cmd wire.Cmd, sid uint32, data []byte, cancel <-chan struct{}) error {
+	if err := s.lockWrite(cancel); err != nil {
+		return err
+	}
+	defer s.unlockWrite()
+	buf := s.takeCtrl(s.wbuf[:0])
+	buf, err := wire.AppendFrame(buf, cmd, sid, data)
+	if err != nil {
+		return err
+	}
+	return s.writeLocked(buf)
+}
+
+// writeLocked sends b as one logical write, shaped while the client is in its
+// padding phase. The write token must be held.
+func (s *Session) writeLocked(b []byte) error {
+	var err error
+	if s.client && s.writes < s.cfg.Scheme.Stop() {
+		n := s.writes
+		s.writes++
+		err = s.shape(b, n)
+	} else {
+		_, err = s.conn.Write(b)
+	}
+	if cap(b) <= 256<<10 {
+		s.wbuf = b[:0]
+	}
+	if err != nil {
+		s.fail(fmt.Errorf("write: %w", err))
+		return s.Err()
+	}
+	return nil
+}
+
+// shape sends b as write number n of the padding scheme: one TLS write per
+// size, the data cut or padded with a Waste frame to that size, stopping at a
+// check mark once the data is used up; data left after the list goes as is.
+func (s *Session) shape(b []byte, n int) error {
+	s.sizes = s.cfg.Scheme.Sizes(s.sizes[:0], n)
+	for _, size := range s.sizes {
+		if size == padding.CheckMark {
+			if len(b) == 0 {
+				break
+			}
+			continue
+		}
+		switch {
+		case len(b) > size:
+			if _, err := s.conn.Write(b[:size]); err != nil {
+				return err
+			}
+			b = b[size:]
+		case len(b) > 0:
+			if pad := size - len(b); pad > wire.HeaderLen {
+				b = wire.AppendWaste(b, pad)
+			}
+			if _, err := s.conn.Write(b); err != nil {
+				return err
+			}
+			b = b[len(b):]
+		default:
+			s.scratch = wire.AppendWaste(s.scratch[:0], wire.HeaderLen+size)
+			if _, err := s.conn.Write(s.scratch); err != nil {
+				return err
+			}
+		}
+	}
+	if len(b) > 0 {
+		if _, err := s.conn.Write(b); err != nil {
+			return err
+		}
+	}
+	if cap(s.scratch) > 64<<10 {
+		s.scratch = nil
+	}
+	return nil
+}
+
+// writeData sends p as PSH frames for sid, releasing the write token between
+// frames so that other streams are not starved by a large write.
+func (s *Session) writeData(st *Stream, p []byte, cancel <-chan struct{}) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), writeChunk)
+		if err := s.lockWrite(cancel); err != nil {
+			return written, err
+		}
+		if err := st.writeErr(); err != nil {
+			s.unlockWrite()
+			return written, err
+		}
+		buf := s.takeCtrl(s.wbuf[:0])
+		buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, n)
+		buf = append(buf, p[:n]...)
+		err := s.writeLocked(buf)
+		s.unlockWrite()
+		if err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// ---- client operations ----
+
+// OpenStream opens a stream to dst: SYN and the destination go out in one
+// write (with the Settings on a session's first stream). onClose, if not nil,
+// is called once when the stream ends for any reason.
+func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func()) (*Stream, error) {
+	if !s.client {
+		return nil, errors.New("anytls: OpenStream on a server session")
+	}
+	alen := dst.Len()
+	if alen == 0 {
+		return nil, fmt.Errorf("%w: %v", wire.ErrInvalidAddr, dst)
+	}
+	s.mu.Lock()
+	if s.IsClosed() {
+		s.mu.Unlock()
+		return nil, s.Err()
+	}
+	s.nextID++
+	st := newStream(s, s.nextID)
+	st.onClose = onClose
+	s.streams[st.id] = st
+	s.mu.Unlock()
+
+	err := s.lockWrite(ctx.Done())
+	if err == nil {
+		buf := s.takeCtrl(s.wbuf[:0])
+		buf, _ = wire.AppendHeader(buf, wire.CmdSYN, st.id, 0)
+		buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, alen)
+		buf, _ = wire.AppendAddr(buf, dst, wire.SOCKS)
+		err = s.writeLocked(buf)
+		s.unlockWrite()
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		st.terminate(err, true)
+		return nil, err
+	}
+	return st, nil
+}
+
+// Ping sends a HeartRequest and waits for a HeartResponse. It returns the
+// round-trip time.
+func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
+	s.mu.Lock()
+	ch := s.pongCh
+	s.mu.Unlock()
+	start := time.Now()
+	if err := s.writeFrame(wire.CmdHeartRequest, 0, nil, ctx.Done()); err != nil {
+		return 0, err
+	}
+	select {
+	case <-ch:
+		return time.Since(start), nil
+	case <-s.die:
+		return 0, s.Err()
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// ---- reading ----
+
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	err := s.readFrames()
+	s.fail(err)
+}
+
+func (s *Session) readFrames() error {
+	var hdr wire.Header
+	settingsSeen := false
+	for {
+		if _, err := io.ReadFull(s.conn, hdr[:]); err != nil {
+			if s.IsClosed() {
+				return nil
+			}
+			if err == io.EOF {
+				return errors.New("connection closed by peer")
+			}
+			return fmt.Errorf("read: %w", err)
+		}
+		cmd, sid, n := hdr.Cmd(), hdr.StreamID(), hdr.Length()
+		var err error
+		switch cmd {
+		case wire.CmdPSH:
+			err = s.onPSH(sid, n)
+		case wire.CmdSYN:
+			if s.client {
+				err = s.discard(n)
+				break
+			}
+			if !settingsSeen {
+				s.alert("client did not send its settings")
+				return fmt.Errorf("%w: SYN before Settings", ErrProtocol)
+			}
+			if err = s.discard(n); err == nil {
+				s.onSYN(sid)
+			}
+		case wire.CmdFIN:
+			if err = s.discard(n); err == nil {
+				s.onFIN(sid)
+			}
+		case wire.CmdSettings:
+			var body []byte
+			if body, err = s.readBody(n); err == nil && !s.client && !settingsSeen {
+				settingsSeen = true
+				s.onSettings(body)
+			}
+		case wire.CmdServerSettings:
+			var body []byte
+			if body, err = s.readBody(n); err == nil && s.client {
+				v := wire.ParseSettings(body).Version()
+				s.peerVersion.Store(int32(min(v, 255)))
+				s.log.Debug("server settings", "version", v)
+			}
+		case wire.CmdAlert:
+			var body []byte
+			if body, err = s.readBody(n); err == nil {
+				text := string(body)
+				s.log.Warn("alert from peer", "text", text)
+				return &AlertError{Text: text}
+			}
+		case wire.CmdUpdatePaddingScheme:
+			var body []byte
+			if body, err = s.readBody(n); err == nil && s.client {
+				s.onScheme(body)
+			}
+		case wire.CmdSYNACK:
+			var body []byte
+			if body, err = s.readBody(n); err == nil && s.client {
+				s.onSYNACK(sid, body)
+			}
+		case wire.CmdHeartRequest:
+			if err = s.discard(n); err == nil {
+				s.queueCtrl(wire.CmdHeartResponse, sid, nil)
+			}
+		case wire.CmdHeartResponse:
+			if err = s.discard(n); err == nil {
+				s.mu.Lock()
+				close(s.pongCh)
+				s.pongCh = make(chan struct{})
+				s.mu.Unlock()
+			}
+		default: // Waste and unknown commands: skip the data by its length
+			err = s.discard(n)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readBody reads a control frame's data into a fresh slice (control frames
+// are rare; their data may be kept by the handler).
+func (s *Session) readBody(n int) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(s.conn, b); err != nil {
+		return nil, readErr(err)
+	}
+	return b, nil
+}
+
+func (s *Session) discard(n int) error {
+	if n == 0 {
+		return nil
+	}
+	buf := s.alloc.get(min(n, 16<<10))
+	defer s.alloc.put(buf)
+	for n > 0 {
+		m := min(n, len(buf.b))
+		if _, err := io.ReadFull(s.conn, buf.b[:m]); err != nil {
+			return readErr(err)
+		}
+		n -= m
+	}
+	return nil
+}
+
+func readErr(err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read: %w", err)
+}
+
+func (s *Session) lookup(sid uint32) *Stream {
+	s.mu.Lock()
+	st := s.streams[sid]
+	s.mu.Unlock()
+	return st
+}
+
+func (s *Session) onPSH(sid uint32, n int) error {
+	st := s.lookup(sid)
+	if st == nil || n == 0 {
+		return s.discard(n)
+	}
+	buf := s.alloc.get(n)
+	if _, err := io.ReadFull(s.conn, buf.b); err != nil {
+		s.alloc.put(buf)
+		return readErr(err)
+	}
+	held := st.push(buf)
+	if held < 0 { // stream already gone: push freed the buffer
+		return nil
+	}
+	total := s.buffered.Add(int64(n))
+	if held > s.cfg.StreamBuffer {
+		return s.overflow(st)
+	}
+	if total > int64(s.cfg.SessionBuffer) {
+		return s.overflow(s.largest())
+	}
+	return nil
+}
+
+// overflow handles a stream over its buffer limit. Alone on the session, it
+// holds the read loop until the reader catches up: plain backpressure, which
+// stalls nobody else. With siblings, it resets the stream so they keep
+// moving.
+func (s *Session) overflow(st *Stream) error {
+	if st == nil {
+		return nil
+	}
+	s.mu.Lock()
+	alone := len(s.streams) <= 1
+	s.mu.Unlock()
+	if !alone {
+		s.log.Warn("stream receive buffer full with other streams on the session: resetting it",
+			"stream", st.id, "limit", s.cfg.StreamBuffer)
+		if st.terminate(ErrBufferOverflow, true) {
+			s.queueCtrl(wire.CmdFIN, st.id, nil)
+		}
+		return nil
+	}
+	for {
+		held, done := st.held()
+		if done || (held <= s.cfg.StreamBuffer && s.buffered.Load() <= int64(s.cfg.SessionBuffer)) {
+			return nil
+		}
+		select {
+		case <-st.drained:
+		case <-st.done:
+		case <-s.die:
+			return nil
+		}
+	}
+}
+
+func (s *Session) largest() *Stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var big *Stream
+	bigN := -1
+	for _, st := range s.streams {
+		if n, _ := st.held(); n > bigN {
+			big, bigN = st, n
+		}
+	}
+	return big
+}
+
+func (s *Session) onSYN(sid uint32) {
+	if sid == 0 {
+		s.log.Debug("ignoring SYN for stream 0")
+		return
+	}
+	s.mu.Lock()
+	if _, ok := s.streams[sid]; ok || s.IsClosed() {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.streams) >= s.cfg.MaxStreams {
+		s.mu.Unlock()
+		s.log.Warn("refusing stream: limit reached", "stream", sid, "limit", s.cfg.MaxStreams)
+		s.queueCtrl(wire.CmdFIN, sid, nil)
+		return
+	}
+	st := newStream(s, sid)
+	s.streams[sid] = st
+	s.mu.Unlock()
+	if s.cfg.OnStream == nil {
+		st.Close()
+		return
+	}
+	s.cfg.OnStream(st)
+}
+
+func (s *Session) onFIN(sid uint32) {
+	s.mu.Lock()
+	st := s.streams[sid]
+	delete(s.streams, sid)
+	s.mu.Unlock()
+	if st != nil {
+		st.terminate(io.EOF, false)
+	}
+}
+
+func (s *Session) onSettings(body []byte) {
+	set := wire.ParseSettings(body)
+	v := set.Version()
+	s.peerVersion.Store(int32(min(v, 255)))
+	name, _ := set.Get(wire.KeyClient)
+	s.log.Debug("client settings", "version", v, "client", name)
+	if v >= 2 {
+		reply := wire.Settings{{Key: wire.KeyVersion, Value: "2"}}.Append(nil)
+		s.queueCtrl(wire.CmdServerSettings, 0, reply)
+	}
+	scheme := padding.Default()
+	if s.cfg.ServerScheme != nil {
+		if sc := s.cfg.ServerScheme(); sc != nil {
+			scheme = sc
+		}
+	}
+	if md5, _ := set.Get(wire.KeyPaddingMD5); md5 != scheme.MD5() {
+		s.queueCtrl(wire.CmdUpdatePaddingScheme, 0, scheme.Raw())
+	}
+}
+
+func (s *Session) onScheme(body []byte) {
+	sc, err := padding.Parse(body)
+	if err != nil {
+		s.log.Warn("server pushed a padding scheme that does not parse; keeping the current one", "err", err)
+		return
+	}
+	s.log.Debug("server pushed a padding scheme", "md5", sc.MD5())
+	if s.cfg.OnScheme != nil {
+		s.cfg.OnScheme(sc)
+	}
+}
+
+func (s *Session) onSYNACK(sid uint32, body []byte) {
+	st := s.lookup(sid)
+	if st == nil {
+		return
+	}
+	if len(body) == 0 {
+		st.synackOK()
+		return
+	}
+	if st.terminate(&RemoteError{Text: string(body)}, true) {
+		s.queueCtrl(wire.CmdFIN, sid, nil)
+	}
+}
+
+// alert sends an Alert synchronously; the session is about to close.
+func (s *Session) alert(text string) {
+	if len(text) > wire.MaxPayload {
+		text = text[:wire.MaxPayload]
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(DefaultAlertTimeout))
+	if err := s.writeFrame(wire.CmdAlert, 0, []byte(text), nil); err != nil {
+		s.log.Debug("sending alert failed", "err", err)
+	}
+}
+
+// removeStream drops a stream from the table. It reports whether the stream
+// was still registered (and so whether the peer still knows it).
+func (s *Session) removeStream(st *Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.streams[st.id] == st {
+		delete(s.streams, st.id)
+		return true
+	}
+	return false
+}
+
+func (s *Session) String() string {
+	role := "server"
+	if s.client {
+		role = "client"
+	}
+	return role + " session " + strconv.Quote(s.conn.RemoteAddr().String())
+}

@@ -1,0 +1,409 @@
+package anytls
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anytls-suite/anytls/internal/padding"
+	"github.com/anytls-suite/anytls/internal/relay"
+	"github.com/anytls-suite/anytls/internal/session"
+	"github.com/anytls-suite/anytls/internal/wire"
+)
+
+// Defaults for ServerConfig's zero values.
+const (
+	DefaultAuthTimeout        = 10 * time.Second
+	DefaultConnectTimeout     = 10 * time.Second
+	DefaultDestinationTimeout = 30 * time.Second
+)
+
+// User is one account of the server.
+type User struct {
+	Name     string
+	Password string
+}
+
+// ServerConfig configures a Server. Zero values mean the documented defaults.
+type ServerConfig struct {
+	// Users lists the accepted accounts; at least one is required.
+	Users []User
+	// TLSConfig terminates TLS on accepted connections. Nil means the
+	// connections given to Serve are already secured (or a test's pipes).
+	TLSConfig *tls.Config
+	// PaddingScheme is pushed to clients that use another one. Empty means
+	// the default scheme.
+	PaddingScheme []byte
+	// AuthTimeout bounds the TLS handshake plus the authentication preamble
+	// (default 10s).
+	AuthTimeout time.Duration
+	// Fallback, if set, is a "host:port" to which connections that fail
+	// authentication are relayed, bytes already read included, so that a
+	// prober sees that site. Empty means such connections are closed.
+	Fallback string
+	// ConnectTimeout bounds the dial to a stream's destination (default 10s).
+	ConnectTimeout time.Duration
+	// DestinationTimeout bounds the wait for a new stream's destination
+	// address (default 30s).
+	DestinationTimeout time.Duration
+	// Dial opens outbound TCP connections; nil uses net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// MaxStreamsPerSession bounds the streams open at once on one session
+	// (default 1024).
+	MaxStreamsPerSession int
+	// StreamBuffer and SessionBuffer bound buffered received data (defaults
+	// 4 MiB per stream, 32 MiB per session).
+	StreamBuffer  int
+	SessionBuffer int
+	// HalfCloseIdle bounds the silence of a relay after one side finished
+	// (default 2m).
+	HalfCloseIdle time.Duration
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *ServerConfig) Validate() error {
+	var errs []error
+	if len(c.Users) == 0 {
+		errs = append(errs, errors.New("no users: set at least one password"))
+	}
+	seen := map[string]string{}
+	for i, u := range c.Users {
+		if u.Password == "" {
+			errs = append(errs, fmt.Errorf("user %d (%q) has an empty password", i+1, u.Name))
+		}
+		if other, ok := seen[u.Password]; ok && u.Password != "" {
+			errs = append(errs, fmt.Errorf("users %q and %q share a password; each needs its own", other, u.Name))
+		}
+		seen[u.Password] = u.Name
+	}
+	if len(c.PaddingScheme) > 0 {
+		if _, err := padding.Parse(c.PaddingScheme); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Fallback != "" {
+		if _, _, err := net.SplitHostPort(c.Fallback); err != nil {
+			errs = append(errs, fmt.Errorf("fallback %q: %v", c.Fallback, err))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"auth timeout", c.AuthTimeout}, {"connect timeout", c.ConnectTimeout},
+		{"destination timeout", c.DestinationTimeout}, {"half-close idle", c.HalfCloseIdle}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
+		}
+	}
+	if c.MaxStreamsPerSession < 0 || c.StreamBuffer < 0 || c.SessionBuffer < 0 {
+		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+type userEntry struct {
+	name string
+	hash [wire.AuthHashLen]byte
+}
+
+// Server accepts AnyTLS clients and relays their streams.
+type Server struct {
+	cfg    ServerConfig
+	log    *slog.Logger
+	dial   func(ctx context.Context, network, address string) (net.Conn, error)
+	users  atomic.Pointer[[]userEntry]
+	scheme atomic.Pointer[padding.Scheme]
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// NewServer validates cfg and returns a server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("anytls: server config: %w", err)
+	}
+	if cfg.AuthTimeout == 0 {
+		cfg.AuthTimeout = DefaultAuthTimeout
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.DestinationTimeout == 0 {
+		cfg.DestinationTimeout = DefaultDestinationTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TLSConfig != nil {
+		cfg.TLSConfig = cfg.TLSConfig.Clone()
+		cfg.TLSConfig.DynamicRecordSizingDisabled = true
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		dial:      cfg.Dial,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[net.Conn]struct{}{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if s.dial == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		s.dial = d.DialContext
+	}
+	s.SetUsers(cfg.Users)
+	scheme := padding.Default()
+	if len(cfg.PaddingScheme) > 0 {
+		scheme, _ = padding.Parse(cfg.PaddingScheme)
+	}
+	s.scheme.Store(scheme)
+	return s, nil
+}
+
+// SetUsers replaces the accepted accounts; live sessions are kept.
+func (s *Server) SetUsers(users []User) {
+	list := make([]userEntry, len(users))
+	for i, u := range users {
+		list[i] = userEntry{name: u.Name, hash: sha256.Sum256([]byte(u.Password))}
+	}
+	s.users.Store(&list)
+}
+
+// SetPaddingScheme replaces the scheme pushed to clients from now on.
+func (s *Server) SetPaddingScheme(text []byte) error {
+	sc, err := padding.Parse(text)
+	if err != nil {
+		return err
+	}
+	s.scheme.Store(sc)
+	return nil
+}
+
+// PaddingSchemeMD5 returns the md5 of the scheme pushed to clients.
+func (s *Server) PaddingSchemeMD5() string { return s.scheme.Load().MD5() }
+
+// Serve accepts connections on ln until Close. Temporary accept errors
+// (such as running out of file descriptors) are retried with a backoff.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.ServeConn(conn)
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closed {
+			return false
+		}
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return true
+}
+
+// Close stops every listener and connection and waits for the server's
+// goroutines to exit.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.cancel()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// ServeConn serves one accepted connection until it ends. It must not be
+// called after Close.
+func (s *Server) ServeConn(raw net.Conn) {
+	s.wg.Add(1)
+	defer s.wg.Done()
+	defer raw.Close()
+	if !s.track(raw, true) {
+		return
+	}
+	defer s.track(raw, false)
+	remote := raw.RemoteAddr().String()
+	raw.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
+	conn := raw
+	if s.cfg.TLSConfig != nil {
+		tc := tls.Server(raw, s.cfg.TLSConfig)
+		if err := tc.HandshakeContext(s.ctx); err != nil {
+			s.log.Debug("TLS handshake failed", "remote", remote, "err", err)
+			return
+		}
+		conn = tc
+	}
+	var pre [wire.AuthPrefixLen]byte
+	n, err := io.ReadFull(conn, pre[:])
+	user, ok := "", false
+	if err == nil {
+		user, ok = s.authenticate(pre[:wire.AuthHashLen])
+	}
+	if !ok {
+		s.log.Debug("authentication failed", "remote", remote, "read", n, "err", err)
+		s.fallback(conn, pre[:n])
+		return
+	}
+	if pad := int(binary.BigEndian.Uint16(pre[wire.AuthHashLen:])); pad > 0 {
+		if _, err := io.CopyN(io.Discard, conn, int64(pad)); err != nil {
+			s.log.Debug("reading authentication padding failed", "remote", remote, "user", user, "err", err)
+			return
+		}
+	}
+	raw.SetDeadline(time.Time{})
+	log := s.log.With("remote", remote, "user", user)
+	log.Debug("session started")
+	sess := session.NewServer(conn, session.Config{
+		ServerScheme:  s.scheme.Load,
+		MaxStreams:    s.cfg.MaxStreamsPerSession,
+		StreamBuffer:  s.cfg.StreamBuffer,
+		SessionBuffer: s.cfg.SessionBuffer,
+		Logger:        log,
+		OnStream: func(st *session.Stream) {
+			s.wg.Add(1) // in the read loop, while ServeConn still counts
+			go func() {
+				defer s.wg.Done()
+				s.serveStream(st, log)
+			}()
+		},
+	})
+	stop := context.AfterFunc(s.ctx, sess.Abort)
+	defer stop()
+	err = sess.Serve()
+	log.Debug("session ended", "err", err)
+}
+
+// authenticate compares the hash against every user in constant time.
+func (s *Server) authenticate(hash []byte) (string, bool) {
+	name, found := "", 0
+	for _, u := range *s.users.Load() {
+		if subtle.ConstantTimeCompare(hash, u.hash[:]) == 1 {
+			name, found = u.name, 1
+		}
+	}
+	return name, found == 1
+}
+
+// fallback hands a connection that failed authentication to the fallback
+// origin, replaying the bytes already read, or closes it.
+func (s *Server) fallback(conn net.Conn, consumed []byte) {
+	if s.cfg.Fallback == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	out, err := s.dial(ctx, "tcp", s.cfg.Fallback)
+	if err != nil {
+		s.log.Warn("fallback origin unreachable", "fallback", s.cfg.Fallback, "err", err)
+		return
+	}
+	if len(consumed) > 0 {
+		if _, err := out.Write(consumed); err != nil {
+			out.Close()
+			return
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	relay.Relay(conn, out, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle})
+}
+
+// finOnCloseWrite lets the relay end a stream (FIN) when the destination has
+// finished sending: AnyTLS has no half-close, and the client needs the EOF.
+type finOnCloseWrite struct {
+	*session.Stream
+}
+
+func (f finOnCloseWrite) CloseWrite() error { return f.Stream.Close() }
+
+// serveStream reads a stream's destination, dials it, reports the outcome
+// with SYNACK and relays.
+func (s *Server) serveStream(st *session.Stream, log *slog.Logger) {
+	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(s.cfg.DestinationTimeout))
+	dst, err := wire.ReadAddr(st, wire.SOCKS)
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		log.Debug("reading stream destination failed", "stream", st.ID(), "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
+	out, err := s.dial(ctx, "tcp", dst.String())
+	cancel()
+	if err != nil {
+		log.Info("outbound connection failed", "destination", dst.String(), "err", err)
+		st.SendSYNACK(err)
+		return
+	}
+	if err := st.SendSYNACK(nil); err != nil {
+		out.Close()
+		return
+	}
+	log.Debug("relaying", "stream", st.ID(), "destination", dst.String())
+	stats, err := relay.Relay(finOnCloseWrite{st}, out, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle})
+	if err != nil && !errors.Is(err, session.ErrClosedByPeer) && !errors.Is(err, session.ErrSessionClosed) {
+		log.Debug("relay ended with an error", "destination", dst.String(), "err", err)
+	}
+	log.Debug("stream done", "stream", st.ID(), "up", stats.AToB, "down", stats.BToA)
+}
