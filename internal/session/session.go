@@ -743,7 +743,8 @@ func (s *Session) onSettings(body []byte) {
 	v := set.Version()
 	s.peerVersion.Store(int32(min(v, 255)))
 	name, _ := set.Get(wire.KeyClient)
-	s.log.Debug("client settings", "version", v, "client", name)
+	md5, _ := set.Get(wire.KeyPaddingMD5)
+	s.log.Debug("client settings", "version", v, "client", name, "padding_md5", md5)
 	if v >= 2 {
 		reply := wire.Settings{{Key: wire.KeyVersion, Value: "2"}}.Append(nil)
 		s.queueCtrl(wire.CmdServerSettings, 0, reply)
@@ -754,7 +755,7 @@ func (s *Session) onSettings(body []byte) {
 			scheme = sc
 		}
 	}
-	if md5, _ := set.Get(wire.KeyPaddingMD5); md5 != scheme.MD5() {
+	if md5 != scheme.MD5() {
 		s.queueCtrl(wire.CmdUpdatePaddingScheme, 0, scheme.Raw())
 	}
 }
