@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The project's test command: static checks, the race-enabled test suite
+# (interop with sing-anytls included), a brief run of every fuzz target, and
+# the quick-start check. Needs only Go (and curl + python3 for the quick-start
+# check, which is skipped with a note when they are missing).
+#
+#   scripts/test.sh            everything (about 3-5 minutes on 2 cores)
+#   FUZZTIME=30s scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-5s}
+staticcheck_version=v0.8.2
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "go vet"
+go vet ./...
+
+step "gofmt"
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "staticcheck"
+go run "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version" ./...
+
+step "go test -race ./..."
+go test -race -count=1 -timeout 20m ./...
+
+step "fuzz targets, $fuzztime each"
+# every func FuzzXxx in a _test.go file, run in its package
+grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
+	pkg=./$(dirname "${file#./}")
+	for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
+		echo "-- $pkg $name"
+		go test -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" "$pkg" >/tmp/fuzz.$$.log 2>&1 || {
+			cat /tmp/fuzz.$$.log; exit 1; }
+		tail -n 1 /tmp/fuzz.$$.log
+	done
+done
+rm -f /tmp/fuzz.$$.log
+
+step "quick start (scripts/demo.sh --check)"
+if command -v curl >/dev/null && command -v python3 >/dev/null; then
+	ANYTLS_DEMO_SERVER_PORT=18443 ANYTLS_DEMO_PROXY_PORT=11080 scripts/demo.sh --check
+else
+	echo "skipped: curl and python3 are needed"
+fi
+
+echo
+echo "all checks passed"
