@@ -53,6 +53,9 @@ var (
 	// ErrBufferOverflow: the stream's reader fell too far behind while other
 	// streams shared its session, so it was reset.
 	ErrBufferOverflow = session.ErrBufferOverflow
+	// ErrNoAnswer: the server closed a new session without answering,
+	// typically because the password is wrong.
+	ErrNoAnswer = session.ErrNoAnswer
 	// ErrProtocol: the peer broke the protocol.
 	ErrProtocol = session.ErrProtocol
 )

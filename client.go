@@ -279,8 +279,11 @@ func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session
 		SessionBuffer: c.cfg.SessionBuffer,
 		OnClose: func(err error) {
 			var alert *session.AlertError
-			if errors.As(err, &alert) {
+			switch {
+			case errors.As(err, &alert):
 				c.log.Error("server sent an alert and closed the session", "text", alert.Text)
+			case errors.Is(err, session.ErrNoAnswer):
+				c.log.Error("server " + c.cfg.Server + " closed the connection without answering: check the password")
 			}
 			onClose(err)
 		},

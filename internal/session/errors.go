@@ -21,6 +21,10 @@ var (
 	ErrBufferOverflow = errors.New("anytls: stream receive buffer full, stream reset")
 	// ErrTooManyStreams refuses a stream beyond the session's limit.
 	ErrTooManyStreams = errors.New("anytls: too many streams on the session")
+	// ErrNoAnswer is the cause of a client session that the server closed
+	// before sending a single frame: most often a wrong password, or a
+	// server that does not speak AnyTLS.
+	ErrNoAnswer = errors.New("server closed the connection without answering (wrong password, or not an AnyTLS server?)")
 	// ErrProtocol is wrapped by errors about a peer breaking the protocol.
 	ErrProtocol = errors.New("anytls: protocol violation")
 )

@@ -508,10 +508,13 @@ func (s *Session) readLoop() {
 func (s *Session) readFrames() error {
 	var hdr wire.Header
 	settingsSeen := false
-	for {
+	for frames := 0; ; frames++ {
 		if _, err := io.ReadFull(s.conn, hdr[:]); err != nil {
 			if s.IsClosed() {
 				return nil
+			}
+			if err == io.EOF && frames == 0 && s.client {
+				return ErrNoAnswer
 			}
 			if err == io.EOF {
 				return errors.New("connection closed by peer")
