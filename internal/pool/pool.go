@@ -171,10 +171,13 @@ func (p *Pool) get(ctx context.Context) (*entry, bool, error) {
 // streamEnded runs when a stream ends; it may be called from the session's
 // read loop, so it never waits.
 func (p *Pool) streamEnded(e *entry) {
+	p.mu.Lock()
+	// checked under p.mu: sessionDied, which takes p.mu after the session is
+	// marked closed, then always runs after the entry is back in idle
 	if e.sess.IsClosed() {
+		p.mu.Unlock()
 		return
 	}
-	p.mu.Lock()
 	if p.closed || p.cfg.DisableReuse || e.sess.NumStreams() > 0 {
 		closeIt := p.closed || p.cfg.DisableReuse
 		p.mu.Unlock()

@@ -9,6 +9,7 @@
 package relay
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"net"
@@ -73,10 +74,33 @@ type relay struct {
 	closed bool
 }
 
-// pump copies src to dst. On EOF it half-closes dst when possible; on an error
-// it closes both ends so that the other direction stops too.
+// pump copies src to dst. On EOF it half-closes dst when possible. When
+// reading src fails, src is broken, and so is the way back into it: both ends
+// are closed so that the other direction stops too.
+//
+// When writing dst fails, only this direction ends: the other one may still
+// carry dst's last words (an answer sent just before it closed, an AnyTLS
+// stream ended by the peer's FIN with data still buffered), so it runs on,
+// bounded by the half-close timer. Meanwhile src is read and what it sends is
+// dropped: closing a TCP connection with unread input resets it, and the reset
+// throws away the end of that answer still waiting in the send buffer.
 func (r *relay) pump(src, dst net.Conn, count *atomic.Int64) {
-	err := copyCounting(dst, src, count)
+	rerr, werr := copyCounting(dst, src, count)
+	if werr != nil {
+		r.mu.Lock()
+		otherEnded := r.ended > 0
+		r.mu.Unlock()
+		if otherEnded {
+			// nothing can come back the other way: draining src (say, a
+			// destination streaming to a client that left) is waste
+			r.closeBoth()
+		} else {
+			r.startTimer()
+			var dropped atomic.Int64
+			rerr, _ = copyCounting(io.Discard, src, &dropped)
+		}
+	}
+	err := cmp.Or(werr, rerr)
 	r.mu.Lock()
 	r.ended++
 	both := r.ended == 2
@@ -84,12 +108,14 @@ func (r *relay) pump(src, dst net.Conn, count *atomic.Int64) {
 		r.err = err
 	}
 	r.mu.Unlock()
-	if err != nil {
+	if rerr != nil {
 		r.closeBoth()
 		return
 	}
-	if cw, ok := dst.(closeWriter); ok {
-		cw.CloseWrite()
+	if werr == nil {
+		if cw, ok := dst.(closeWriter); ok {
+			cw.CloseWrite()
+		}
 	}
 	if !both {
 		r.startTimer()
@@ -108,13 +134,14 @@ func (r *relay) closeBoth() {
 	r.b.Close()
 }
 
-// startTimer watches the remaining direction after a half-close: if no byte
-// moves for the idle period, both connections are closed.
+// startTimer watches the remaining direction after a half-close (or a failed
+// write): if no byte moves for the idle period, both connections are closed.
+// Only the first call arms the timer.
 func (r *relay) startTimer() {
 	last := r.aToB.Load() + r.bToA.Load()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || r.ended == 2 {
+	if r.closed || r.ended == 2 || r.timer != nil {
 		return
 	}
 	var check func()
@@ -159,21 +186,30 @@ func isClosed(err error) bool {
 type countingWriter struct {
 	w     io.Writer
 	count *atomic.Int64
+	err   error // the first write error
 }
 
-func (c countingWriter) Write(p []byte) (int, error) {
+func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.count.Add(int64(n))
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 
-// copyCounting copies until EOF (returning nil) or an error. A source that
-// can write itself out (an AnyTLS stream) does so without a copy.
-func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) error {
+// copyCounting copies until EOF (both results nil), a read error (rerr) or a
+// write error (werr). A source that can write itself out (an AnyTLS stream)
+// does so without a copy.
+func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) (rerr, werr error) {
 	if wt, ok := src.(io.WriterTo); ok {
 		if _, isTCP := src.(*net.TCPConn); !isTCP {
-			_, err := wt.WriteTo(countingWriter{dst, count})
-			return err
+			cw := &countingWriter{w: dst, count: count}
+			_, err := wt.WriteTo(cw)
+			if err != nil && cw.err != nil {
+				return nil, err
+			}
+			return err, nil
 		}
 	}
 	bp := bufPool.Get().(*[]byte)
@@ -182,16 +218,17 @@ func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) error {
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
+			m, werr := dst.Write(buf[:n])
+			count.Add(int64(m))
+			if werr != nil {
+				return nil, werr
 			}
-			count.Add(int64(n))
 		}
 		if rerr == io.EOF {
-			return nil
+			return nil, nil
 		}
 		if rerr != nil {
-			return rerr
+			return rerr, nil
 		}
 	}
 }

@@ -1,0 +1,429 @@
+package relay_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/anytls-suite/anytls/internal/relay"
+	"go.uber.org/goleak"
+)
+
+// waitLimit bounds every wait for an event; it is only reached on failure.
+const waitLimit = 20 * time.Second
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	for _, x := range []net.Conn{c, s} {
+		x.SetDeadline(time.Now().Add(waitLimit))
+	}
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// chain builds client <-> a [relay] b <-> server and starts the relay. The
+// relay's result arrives on the returned channel.
+type chain struct {
+	client, server *net.TCPConn
+	a, b           *net.TCPConn
+	done           chan result
+}
+
+type result struct {
+	stats relay.Stats
+	err   error
+}
+
+func newChain(t *testing.T) *chain {
+	t.Helper()
+	c := &chain{done: make(chan result, 1)}
+	c.client, c.a = tcpPair(t)
+	c.b, c.server = tcpPair(t)
+	return c
+}
+
+func (c *chain) start(t *testing.T, a, b net.Conn, opt relay.Options) {
+	t.Helper()
+	go func() {
+		st, err := relay.Relay(a, b, opt)
+		c.done <- result{st, err}
+	}()
+	t.Cleanup(func() {
+		c.client.Close()
+		c.server.Close()
+		<-c.done // never leave the relay running
+	})
+}
+
+func (c *chain) wait(t *testing.T) result {
+	t.Helper()
+	select {
+	case r := <-c.done:
+		c.done <- r // for the cleanup
+		return r
+	case <-time.After(waitLimit):
+		t.Fatal("Relay did not return")
+		return result{}
+	}
+}
+
+// noCloseWrite hides CloseWrite (and everything but net.Conn), like an AnyTLS
+// stream, which has no half-close.
+type noCloseWrite struct{ net.Conn }
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// readAll reads until EOF and reports what it got on a channel.
+func readAll(r io.Reader) <-chan readResult {
+	ch := make(chan readResult, 1)
+	go func() {
+		b, err := io.ReadAll(r)
+		ch <- readResult{b, err}
+	}()
+	return ch
+}
+
+type readResult struct {
+	b   []byte
+	err error
+}
+
+func recv(t *testing.T, ch <-chan readResult, what string) readResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(waitLimit):
+		t.Fatalf("timed out reading %s", what)
+		return readResult{}
+	}
+}
+
+func TestRelayBothWays(t *testing.T) {
+	c := newChain(t)
+	c.start(t, c.a, c.b, relay.Options{})
+	up, down := random(1<<20), random(1<<20)
+	errc := make(chan error, 2)
+	send := func(conn *net.TCPConn, data []byte) {
+		_, err := conn.Write(data)
+		if err == nil {
+			err = conn.CloseWrite()
+		}
+		errc <- err
+	}
+	go send(c.client, up)
+	go send(c.server, down)
+	atServer := readAll(c.server)
+	atClient := readAll(c.client)
+	for i := 0; i < 2; i++ {
+		if err := <-errc; err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	if r := recv(t, atServer, "at the server"); r.err != nil || !bytes.Equal(r.b, up) {
+		t.Fatalf("server got %d bytes (err %v), want the %d sent", len(r.b), r.err, len(up))
+	}
+	if r := recv(t, atClient, "at the client"); r.err != nil || !bytes.Equal(r.b, down) {
+		t.Fatalf("client got %d bytes (err %v), want the %d sent", len(r.b), r.err, len(down))
+	}
+	r := c.wait(t)
+	if r.err != nil {
+		t.Fatalf("Relay: %v", r.err)
+	}
+	if r.stats != (relay.Stats{AToB: 1 << 20, BToA: 1 << 20}) {
+		t.Fatalf("stats %+v", r.stats)
+	}
+}
+
+// The `nc -N` case: the client sends its request and shuts down writing. With
+// a TCP destination the shutdown is passed on, the server reads to EOF and
+// answers, and the client gets the whole answer and then EOF.
+func TestRelayHalfCloseTCP(t *testing.T) {
+	c := newChain(t)
+	c.start(t, c.a, c.b, relay.Options{})
+	req, resp := []byte("request"), random(300<<10)
+	if _, err := c.client.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	atClient := readAll(c.client)
+	got, err := io.ReadAll(c.server)
+	if err != nil || !bytes.Equal(got, req) {
+		t.Fatalf("server read %q, %v; want the request then EOF", got, err)
+	}
+	if _, err := c.server.Write(resp); err != nil {
+		t.Fatal(err)
+	}
+	c.server.Close()
+	if r := recv(t, atClient, "the response"); r.err != nil || !bytes.Equal(r.b, resp) {
+		t.Fatalf("client got %d bytes (err %v), want %d then EOF", len(r.b), r.err, len(resp))
+	}
+	r := c.wait(t)
+	if r.err != nil {
+		t.Fatalf("Relay: %v", r.err)
+	}
+	if r.stats != (relay.Stats{AToB: int64(len(req)), BToA: int64(len(resp))}) {
+		t.Fatalf("stats %+v", r.stats)
+	}
+}
+
+// The same when the destination cannot half-close (an AnyTLS stream): the
+// server never sees EOF, but the relay keeps the way back open, so the answer
+// still reaches the client.
+func TestRelayHalfCloseWithoutCloseWrite(t *testing.T) {
+	c := newChain(t)
+	c.start(t, c.a, noCloseWrite{c.b}, relay.Options{HalfCloseIdle: time.Minute})
+	req, resp := []byte("request"), random(300<<10)
+	if _, err := c.client.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	atClient := readAll(c.client)
+	got := make([]byte, len(req))
+	if _, err := io.ReadFull(c.server, got); err != nil || !bytes.Equal(got, req) {
+		t.Fatalf("server read %q, %v", got, err)
+	}
+	// nothing must end the server's reading side: the relay has nobody to
+	// pass the shutdown to. (A premature close would show as EOF here.)
+	c.server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := c.server.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("server read after the request: %d, %v; want a timeout", n, err)
+	}
+	c.server.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := c.server.Write(resp); err != nil {
+		t.Fatal(err)
+	}
+	c.server.Close()
+	if r := recv(t, atClient, "the response"); r.err != nil || !bytes.Equal(r.b, resp) {
+		t.Fatalf("client got %d bytes (err %v), want %d then EOF", len(r.b), r.err, len(resp))
+	}
+	r := c.wait(t)
+	if r.err != nil {
+		t.Fatalf("Relay: %v", r.err)
+	}
+	if r.stats != (relay.Stats{AToB: int64(len(req)), BToA: int64(len(resp))}) {
+		t.Fatalf("stats %+v", r.stats)
+	}
+}
+
+// After a half-close, silence on the remaining direction for HalfCloseIdle
+// closes both connections.
+func TestRelayHalfCloseIdleCloses(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	c := newChain(t)
+	c.start(t, c.a, c.b, relay.Options{HalfCloseIdle: idle})
+	start := time.Now()
+	if err := c.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.server.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server read %d, %v; want EOF", n, err)
+	}
+	r := c.wait(t)
+	if el := time.Since(start); el < idle {
+		t.Fatalf("relay closed after %v, before the idle time %v", el, idle)
+	}
+	if r.err != nil || r.stats != (relay.Stats{}) {
+		t.Fatalf("Relay = %+v, %v", r.stats, r.err)
+	}
+	// both sides were closed by the relay
+	if n, err := c.client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client read %d, %v; want EOF", n, err)
+	}
+	// the server's writes fail once the reset for the first one is back
+	c.server.SetWriteDeadline(time.Now().Add(waitLimit))
+	var err error
+	for err == nil {
+		_, err = c.server.Write([]byte("late"))
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("server can still write after the relay closed")
+	}
+}
+
+// While the remaining direction keeps moving, the idle limit does not fire,
+// even when the whole exchange lasts much longer than it.
+func TestRelayHalfCloseIdleNotWhileFlowing(t *testing.T) {
+	const (
+		idle    = 400 * time.Millisecond
+		spacing = idle / 8
+		chunks  = 16 // 2×idle in all
+	)
+	c := newChain(t)
+	c.start(t, c.a, c.b, relay.Options{HalfCloseIdle: idle})
+	if err := c.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.server.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server read %d, %v; want EOF", n, err)
+	}
+	start := time.Now()
+	chunk := make([]byte, 1000)
+	for i := 0; i < chunks; i++ {
+		copy(chunk, bytes.Repeat([]byte{byte(i)}, len(chunk)))
+		if _, err := c.server.Write(chunk); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		got := make([]byte, len(chunk))
+		if _, err := io.ReadFull(c.client, got); err != nil || !bytes.Equal(got, chunk) {
+			t.Fatalf("chunk %d at the client: %v", i, err)
+		}
+		<-time.After(spacing) // the pace of a slow but live sender
+	}
+	if el := time.Since(start); el <= idle {
+		t.Fatalf("the exchange took %v, not longer than the idle time %v: test is meaningless", el, idle)
+	}
+	c.server.Close()
+	if n, err := c.client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client read %d, %v; want EOF", n, err)
+	}
+	r := c.wait(t)
+	if r.err != nil || r.stats != (relay.Stats{BToA: chunks * int64(len(chunk))}) {
+		t.Fatalf("Relay = %+v, %v", r.stats, r.err)
+	}
+}
+
+// A reset on one side closes the other: the client sees the end at once.
+func TestRelayErrorClosesBoth(t *testing.T) {
+	c := newChain(t)
+	c.start(t, c.a, c.b, relay.Options{HalfCloseIdle: time.Minute})
+	if _, err := c.client.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(c.server, got); err != nil {
+		t.Fatal(err)
+	}
+	c.server.SetLinger(0)
+	c.server.Close() // RST
+	r := c.wait(t)
+	if !errors.Is(r.err, syscall.ECONNRESET) {
+		t.Fatalf("Relay error = %v, want ECONNRESET", r.err)
+	}
+	if r.stats != (relay.Stats{AToB: 5}) {
+		t.Fatalf("stats %+v", r.stats)
+	}
+	if n, err := c.client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client read %d, %v; want EOF", n, err)
+	}
+}
+
+// failWriter fails every Write once armed, like a destination that closed.
+type failWriter struct {
+	net.Conn
+	err error
+}
+
+func (f failWriter) Write(p []byte) (int, error) { return 0, f.err }
+
+// A destination that can no longer be written to may still have something to
+// say: a write error ends only its own direction, and the answer already on
+// its way back is delivered in full, even while the client keeps sending
+// (closing a connection with unread input would reset it and drop the end of
+// the answer).
+func TestRelayWriteErrorKeepsOtherDirection(t *testing.T) {
+	boom := errors.New("boom")
+	c := newChain(t)
+	c.start(t, c.a, failWriter{c.b, boom}, relay.Options{HalfCloseIdle: time.Minute})
+	// far more than the socket buffers hold: the relay is still busy with
+	// the answer when the client's write fails on the other side
+	resp := random(16 << 20)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.server.Write(resp)
+		c.server.Close()
+		sent <- err
+	}()
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		chunk := random(16 << 10)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := c.client.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	r := recv(t, readAll(c.client), "the response")
+	close(stop)
+	// a client done with the exchange closes; the relay, which has been
+	// dropping its input, then ends
+	c.client.Close()
+	<-stopped
+	if r.err != nil || !bytes.Equal(r.b, resp) {
+		t.Fatalf("client got %d bytes (err %v), want %d then EOF", len(r.b), r.err, len(resp))
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("server write: %v", err)
+	}
+	res := c.wait(t)
+	if !errors.Is(res.err, boom) {
+		t.Fatalf("Relay error = %v, want %v", res.err, boom)
+	}
+	if res.stats != (relay.Stats{BToA: int64(len(resp))}) {
+		t.Fatalf("stats %+v", res.stats)
+	}
+}
+
+// After a failed write the relay keeps reading the client (and dropping what
+// it sends) only while the other direction is alive: silence there for
+// HalfCloseIdle ends everything.
+func TestRelayWriteErrorBoundedByIdle(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	boom := errors.New("boom")
+	c := newChain(t)
+	c.start(t, c.a, failWriter{c.b, boom}, relay.Options{HalfCloseIdle: idle})
+	start := time.Now()
+	if _, err := c.client.Write([]byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	res := c.wait(t)
+	if el := time.Since(start); el < idle {
+		t.Fatalf("relay ended after %v, before the idle time %v", el, idle)
+	}
+	if !errors.Is(res.err, boom) || res.stats != (relay.Stats{}) {
+		t.Fatalf("Relay = %+v, %v; want no bytes and %v", res.stats, res.err, boom)
+	}
+	if n, err := c.client.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("client read %d, %v; want EOF", n, err)
+	}
+	if n, err := c.server.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server read %d, %v; want EOF", n, err)
+	}
+}
