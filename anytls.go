@@ -15,6 +15,10 @@
 //	})
 //	conn, err := c.DialContext(ctx, "tcp", "example.org:80")
 //
+// UDP travels as sing-box's UDP over TCP (version 2): ListenPacket returns a
+// net.PacketConn, and DialContext with "udp" a connected net.Conn; a server
+// relays such streams to UDP sockets.
+//
 // A server:
 //
 //	s, err := anytls.NewServer(anytls.ServerConfig{

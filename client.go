@@ -209,12 +209,18 @@ func (c *Client) Dial(network, address string) (net.Conn, error) {
 	return c.DialContext(context.Background(), network, address)
 }
 
-// DialContext opens a proxied TCP connection to address ("host:port") through
+// DialContext opens a proxied connection to address ("host:port") through
 // the server. The returned connection is open at once (zero round trips): if
 // the server cannot reach address, the error arrives on the first Read.
+//
+// Networks "tcp", "tcp4", "tcp6" give a stream; "udp", "udp4", "udp6" give a
+// connected UDP association (see ListenPacket) in which each Write sends one
+// datagram to address and each Read returns one datagram from it.
 func (c *Client) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
+	case "udp", "udp4", "udp6":
+		return c.dialUDP(ctx, network, address)
 	default:
 		return nil, fmt.Errorf("anytls: network %q is not supported", network)
 	}

@@ -18,10 +18,12 @@ import (
 	"github.com/sagernet/sing/common/logger"
 	M "github.com/sagernet/sing/common/metadata"
 	N "github.com/sagernet/sing/common/network"
+	"github.com/sagernet/sing/common/uot"
 )
 
 // singHandler is the outbound side of a sing-anytls server: it dials the
-// destination, reports the result with SYNACK and relays.
+// destination, reports the result with SYNACK and relays. UDP over TCP
+// streams go to serveUoT (interop_udp_test.go).
 type singHandler struct {
 	wg sync.WaitGroup
 }
@@ -30,6 +32,10 @@ func (h *singHandler) NewConnectionEx(ctx context.Context, conn net.Conn, source
 	h.wg.Add(1)
 	defer h.wg.Done()
 	defer conn.Close()
+	if dst.Fqdn == uot.MagicAddress {
+		h.serveUoT(conn)
+		return
+	}
 	var d net.Dialer
 	out, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
@@ -37,7 +43,7 @@ func (h *singHandler) NewConnectionEx(ctx context.Context, conn net.Conn, source
 		return
 	}
 	defer out.Close()
-	if err := N.ReportHandshakeSuccess(conn); err != nil {
+	if err := N.ReportConnHandshakeSuccess(conn, conn); err != nil {
 		return
 	}
 	done := make(chan struct{})

@@ -18,6 +18,7 @@ import (
 	"github.com/anytls-suite/anytls/internal/padding"
 	"github.com/anytls-suite/anytls/internal/relay"
 	"github.com/anytls-suite/anytls/internal/session"
+	"github.com/anytls-suite/anytls/internal/uot"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -68,6 +69,10 @@ type ServerConfig struct {
 	// HalfCloseIdle bounds the silence of a relay after one side finished
 	// (default 2m).
 	HalfCloseIdle time.Duration
+	// UDPIdleTimeout ends a UDP association (UDP over TCP) that carried no
+	// datagram for this long, and bounds the wait for its request (default
+	// 2m, DefaultUDPIdleTimeout).
+	UDPIdleTimeout time.Duration
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -102,7 +107,8 @@ func (c *ServerConfig) Validate() error {
 		name string
 		v    time.Duration
 	}{{"auth timeout", c.AuthTimeout}, {"connect timeout", c.ConnectTimeout},
-		{"destination timeout", c.DestinationTimeout}, {"half-close idle", c.HalfCloseIdle}} {
+		{"destination timeout", c.DestinationTimeout}, {"half-close idle", c.HalfCloseIdle},
+		{"UDP idle timeout", c.UDPIdleTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
@@ -386,6 +392,10 @@ func (s *Server) serveStream(st *session.Stream, log *slog.Logger) {
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
 		log.Debug("reading stream destination failed", "stream", st.ID(), "err", err)
+		return
+	}
+	if ok, legacy := uot.Magic(dst); ok {
+		s.serveUDP(st, legacy, log)
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)

@@ -141,11 +141,16 @@ func clientConfig(o options) (anytls.ClientConfig, bool, error) {
 	return cfg, insecure, cfg.Validate()
 }
 
-// tunnel adapts the client to the local proxy's Dialer.
+// tunnel adapts the client to the local proxy's Dialer and PacketDialer
+// (SOCKS5 UDP ASSOCIATE).
 type tunnel struct{ c *anytls.Client }
 
 func (t tunnel) DialTCP(ctx context.Context, dst wire.Addr) (net.Conn, error) {
 	return t.c.DialContext(ctx, "tcp", dst.String())
+}
+
+func (t tunnel) ListenPacket(ctx context.Context) (net.PacketConn, error) {
+	return t.c.ListenPacket(ctx)
 }
 
 func run(o options) error {

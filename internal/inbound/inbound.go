@@ -14,6 +14,11 @@
 //	accept -> handshake (bounded by Config.HandshakeTimeout, dial included)
 //	       -> Dialer.DialTCP(dst) -> success reply -> Config.Relay(local, remote)
 //
+// SOCKS5 UDP ASSOCIATE (socks_udp.go), when the Dialer is also a PacketDialer:
+//
+//	handshake -> relay UDP socket + PacketDialer.ListenPacket -> reply with the
+//	relay address -> relay datagrams until the control connection closes
+//
 // A Server owns every goroutine it starts and every connection it accepted or
 // dialled; Close closes them all and returns after those goroutines exit.
 package inbound

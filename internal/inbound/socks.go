@@ -93,12 +93,16 @@ func writeSOCKSReply(w io.Writer, code byte, bnd wire.Addr) error {
 }
 
 // socksHandler returns the handler of cmd, or nil if the command is not
-// supported. A UDP ASSOCIATE handler lives in its own file and is added here
-// as one more case.
+// supported. UDP ASSOCIATE (socks_udp.go) needs a Dialer that is also a
+// PacketDialer.
 func (s *Server) socksHandler(cmd socksCmd) func(*socksRequest) {
 	switch cmd {
 	case socksCmdConnect:
 		return s.socksConnect
+	case socksCmdUDPAssociate:
+		if _, ok := s.dialer.(PacketDialer); ok {
+			return s.socksUDPAssociate
+		}
 	}
 	return nil
 }
