@@ -41,7 +41,8 @@ const bufSize = 32 << 10
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // Relay copies a->b and b->a until both directions have ended, then closes
-// both connections. It returns the byte counts and the first error that was
+// both connections. a is the side of the user whose answer must not be lost
+// (the local application on a client, the AnyTLS stream on a server). It returns the byte counts and the first error that was
 // not a plain end of stream.
 func Relay(a, b net.Conn, opt Options) (Stats, error) {
 	if opt.HalfCloseIdle <= 0 {
@@ -52,9 +53,9 @@ func Relay(a, b net.Conn, opt Options) (Stats, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.pump(b, a, &r.bToA)
+		r.pump(b, a, &r.bToA, false)
 	}()
-	r.pump(a, b, &r.aToB)
+	r.pump(a, b, &r.aToB, true)
 	wg.Wait()
 	r.stopTimer()
 	a.Close()
@@ -78,27 +79,25 @@ type relay struct {
 // reading src fails, src is broken, and so is the way back into it: both ends
 // are closed so that the other direction stops too.
 //
-// When writing dst fails, only this direction ends: the other one may still
-// carry dst's last words (an answer sent just before it closed, an AnyTLS
-// stream ended by the peer's FIN with data still buffered), so it runs on,
-// bounded by the half-close timer. Meanwhile src is read and what it sends is
-// dropped: closing a TCP connection with unread input resets it, and the reset
-// throws away the end of that answer still waiting in the send buffer.
-func (r *relay) pump(src, dst net.Conn, count *atomic.Int64) {
+// When writing dst fails in the a->b direction (drain set), only this
+// direction ends: the other one may still carry b's last words (an answer sent
+// just before it closed, an AnyTLS stream ended by the peer's FIN with data
+// still buffered), so it runs on, bounded by the half-close timer. Meanwhile
+// src (a, the side whose user must get everything) is read and what it sends
+// is dropped: closing a TCP connection with unread input resets it, and the
+// reset throws away the end of that answer still waiting in the send buffer.
+// When writing a fails, a's user is gone: both ends are closed at once, so
+// that b (a destination streaming to a departed client, say) is not read for
+// nothing.
+func (r *relay) pump(src, dst net.Conn, count *atomic.Int64, drain bool) {
 	rerr, werr := copyCounting(dst, src, count)
-	if werr != nil {
-		r.mu.Lock()
-		otherEnded := r.ended > 0
-		r.mu.Unlock()
-		if otherEnded {
-			// nothing can come back the other way: draining src (say, a
-			// destination streaming to a client that left) is waste
-			r.closeBoth()
-		} else {
-			r.startTimer()
-			var dropped atomic.Int64
-			rerr, _ = copyCounting(io.Discard, src, &dropped)
-		}
+	if werr != nil && drain {
+		r.startTimer()
+		var dropped atomic.Int64
+		rerr, _ = copyCounting(io.Discard, src, &dropped)
+	}
+	if werr != nil && !drain {
+		r.closeBoth()
 	}
 	err := cmp.Or(werr, rerr)
 	r.mu.Lock()
