@@ -68,6 +68,9 @@ type Scheme struct {
 // from a newer peer still parses. The raw text is kept as given: its md5 is
 // what peers compare.
 func Parse(raw []byte) (*Scheme, error) {
+	if len(raw) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes of text, more than one frame carries (%d)", ErrScheme, len(raw), MaxSize)
+	}
 	s := &Scheme{raw: bytes.Clone(raw)}
 	sum := md5.Sum(raw)
 	s.md5 = hex.EncodeToString(sum[:])

@@ -377,11 +377,11 @@ func (p *peer) expectQuiet(what string) {
 type serverEnv struct {
 	sess    *Session
 	p       *peer
-	streams chan *Stream  // from OnStream
-	served  chan error    // Serve's result
-	closed  chan error    // OnClose's argument
-	conn    net.Conn      // the session's side
-	peerRaw net.Conn      // the peer's side
+	streams chan *Stream // from OnStream
+	served  chan error   // Serve's result
+	closed  chan error   // OnClose's argument
+	conn    net.Conn     // the session's side
+	peerRaw net.Conn     // the peer's side
 	scheme  *padding.Scheme
 }
 

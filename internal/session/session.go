@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/anytls-suite/anytls/internal/padding"
@@ -126,6 +127,7 @@ type Session struct {
 	streams map[uint32]*Stream
 	nextID  uint32
 	pongCh  chan struct{}
+	added   chan struct{} // signalled when OpenStream adds a stream (client)
 
 	buffered    atomic.Int64 // bytes held in stream buffers
 	peerVersion atomic.Int32
@@ -148,6 +150,7 @@ func newSession(conn net.Conn, cfg Config) *Session {
 		wtoken:  make(chan struct{}, 1),
 		streams: make(map[uint32]*Stream),
 		pongCh:  make(chan struct{}),
+		added:   make(chan struct{}, 1),
 		die:     make(chan struct{}),
 	}
 	s.peerVersion.Store(1)
@@ -189,9 +192,14 @@ func (s *Session) Serve() error {
 		return errors.New("anytls: session already running")
 	}
 	s.readerRun = true
+	if s.IsClosed() {
+		s.mu.Unlock()
+		return s.Err()
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.readLoop()
+	s.wg.Wait()
 	return s.Err()
 }
 
@@ -242,16 +250,18 @@ func (s *Session) Abort() { s.fail(nil) }
 // on I/O and may be called from any goroutine, including the read loop.
 func (s *Session) fail(cause error) {
 	s.dieOnce.Do(func() {
+		// die is closed under mu: Serve and queueCtrl add to wg under mu
+		// only while it is open, so no Add can race with Close's Wait
+		s.mu.Lock()
 		s.dieErr = cause
 		close(s.die)
-		s.conn.Close()
-		s.mu.Lock()
 		streams := make([]*Stream, 0, len(s.streams))
 		for _, st := range s.streams {
 			streams = append(streams, st)
 		}
 		clear(s.streams)
 		s.mu.Unlock()
+		s.conn.Close()
 		err := &closedError{cause: cause}
 		for _, st := range streams {
 			st.terminate(err, false)
@@ -299,17 +309,31 @@ func (s *Session) takeCtrl(dst []byte) []byte {
 	return dst
 }
 
+// maxCtrlQueue bounds the control frames waiting for a writer. A peer that
+// keeps asking for answers (HeartRequest, SYNs that are refused) without
+// reading them would otherwise make the queue grow without limit.
+const maxCtrlQueue = 256 << 10
+
 // queueCtrl queues a control frame to be sent by the next writer; it never
-// blocks.
+// blocks. A queue over maxCtrlQueue kills the session.
 func (s *Session) queueCtrl(cmd wire.Cmd, sid uint32, data []byte) {
 	s.ctrlMu.Lock()
 	s.ctrl, _ = wire.AppendFrame(s.ctrl, cmd, sid, data)
+	queued := len(s.ctrl)
 	spawn := !s.ctrlFlusher
 	s.ctrlFlusher = true
 	s.ctrlMu.Unlock()
-	if spawn && !s.IsClosed() {
-		s.wg.Add(1)
-		go s.flushCtrl()
+	if queued > maxCtrlQueue {
+		s.fail(fmt.Errorf("%w: peer does not read: %d bytes of control frames queued", ErrProtocol, queued))
+		return
+	}
+	if spawn {
+		s.mu.Lock()
+		if !s.IsClosed() {
+			s.wg.Add(1)
+			go s.flushCtrl()
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -457,6 +481,7 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 	st.onClose = onClose
 	s.streams[st.id] = st
 	s.mu.Unlock()
+	signal(s.added) // a read loop holding for a lone stream must reconsider
 
 	err := s.lockWrite(ctx.Done())
 	if err == nil {
@@ -515,6 +540,10 @@ func (s *Session) readFrames() error {
 			}
 			if err == io.EOF && frames == 0 && s.client {
 				return ErrNoAnswer
+			}
+			// A server that closes with our bytes unread resets instead.
+			if errors.Is(err, syscall.ECONNRESET) && frames == 0 && s.client {
+				return fmt.Errorf("%w (%v)", ErrNoAnswer, err)
 			}
 			if err == io.EOF {
 				return errors.New("connection closed by peer")
@@ -662,23 +691,24 @@ func (s *Session) onPSH(sid uint32, n int) error {
 // overflow handles a stream over its buffer limit. Alone on the session, it
 // holds the read loop until the reader catches up: plain backpressure, which
 // stalls nobody else. With siblings, it resets the stream so they keep
-// moving.
+// moving. A client stream that gets a sibling (OpenStream) while the read
+// loop holds for it is reset then.
 func (s *Session) overflow(st *Stream) error {
 	if st == nil {
 		return nil
 	}
-	s.mu.Lock()
-	alone := len(s.streams) <= 1
-	s.mu.Unlock()
-	if !alone {
-		s.log.Warn("stream receive buffer full with other streams on the session: resetting it",
-			"stream", st.id, "limit", s.cfg.StreamBuffer)
-		if st.terminate(ErrBufferOverflow, true) {
-			s.queueCtrl(wire.CmdFIN, st.id, nil)
-		}
-		return nil
-	}
 	for {
+		s.mu.Lock()
+		alone := len(s.streams) <= 1
+		s.mu.Unlock()
+		if !alone {
+			s.log.Warn("stream receive buffer full with other streams on the session: resetting it",
+				"stream", st.id, "limit", s.cfg.StreamBuffer)
+			if st.terminate(ErrBufferOverflow, true) {
+				s.queueCtrl(wire.CmdFIN, st.id, nil)
+			}
+			return nil
+		}
 		held, done := st.held()
 		if done || (held <= s.cfg.StreamBuffer && s.buffered.Load() <= int64(s.cfg.SessionBuffer)) {
 			return nil
@@ -686,6 +716,7 @@ func (s *Session) overflow(st *Stream) error {
 		select {
 		case <-st.drained:
 		case <-st.done:
+		case <-s.added:
 		case <-s.die:
 			return nil
 		}
