@@ -80,15 +80,7 @@ func startServer(t testing.TB, mod func(*anytls.ServerConfig)) (addr string, srv
 		t.Fatal(err)
 	}
 	ln := listen(t)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	serveOn(t, srv, ln)
 	return ln.Addr().String(), srv, pin
 }
 

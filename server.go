@@ -11,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/outbound"
 	"github.com/anytls-suite/anytls/internal/padding"
 	"github.com/anytls-suite/anytls/internal/relay"
 	"github.com/anytls-suite/anytls/internal/session"
@@ -57,8 +59,22 @@ type ServerConfig struct {
 	// DestinationTimeout bounds the wait for a new stream's destination
 	// address (default 30s).
 	DestinationTimeout time.Duration
-	// Dial opens outbound TCP connections; nil uses net.Dialer.
+	// Dial opens outbound TCP connections, to a destination that passed the
+	// destination policy (always as "ip:port") and to Fallback; nil uses
+	// net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// LookupNetIP resolves destination names, TCP and UDP; nil uses
+	// net.DefaultResolver. The server resolves names itself so that the
+	// destination policy sees the addresses it will connect to.
+	LookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// LocalDestinations: may streams reach the server's own loopback,
+	// unspecified, link-local and interface addresses? Default LocalAuto:
+	// refused on a listener with a non-loopback address, allowed on a
+	// loopback one. Logged by Serve at start.
+	LocalDestinations LocalDestinations
+	// DenyPrivateDestinations refuses private ranges as well (10/8,
+	// 172.16/12, 192.168/16, 100.64/10, fc00::/7, fec0::/10). Default off.
+	DenyPrivateDestinations bool
 	// MaxStreamsPerSession bounds the streams open at once on one session
 	// (default 1024).
 	MaxStreamsPerSession int
@@ -113,6 +129,9 @@ func (c *ServerConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
 	}
+	if c.LocalDestinations < LocalAuto || c.LocalDestinations > LocalDeny {
+		errs = append(errs, fmt.Errorf("unknown local destination policy %d", int(c.LocalDestinations)))
+	}
 	if c.MaxStreamsPerSession < 0 || c.StreamBuffer < 0 || c.SessionBuffer < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
@@ -128,7 +147,8 @@ type userEntry struct {
 type Server struct {
 	cfg    ServerConfig
 	log    *slog.Logger
-	dial   func(ctx context.Context, network, address string) (net.Conn, error)
+	dial   func(ctx context.Context, network, address string) (net.Conn, error) // fallback
+	out    [2]*outbound.Dialer                                                  // allowing, refusing local destinations
 	users  atomic.Pointer[[]userEntry]
 	scheme atomic.Pointer[padding.Scheme]
 
@@ -175,6 +195,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		d := &net.Dialer{KeepAlive: 30 * time.Second}
 		s.dial = d.DialContext
 	}
+	s.out = newDialers(&s.cfg)
 	s.SetUsers(cfg.Users)
 	scheme := padding.Default()
 	if len(cfg.PaddingScheme) > 0 {
@@ -216,6 +237,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
+	out := s.outboundFor(ln.Addr())
+	s.log.Info("destination policy", "listener", ln.Addr().String(), "policy", out.Policy.String(),
+		"local_destinations", s.cfg.LocalDestinations.String())
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)
@@ -244,7 +268,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.ServeConn(conn)
+			s.serveConn(conn, out)
 		}()
 	}
 }
@@ -280,9 +304,14 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// ServeConn serves one accepted connection until it ends. It must not be
-// called after Close.
+// ServeConn serves one accepted connection until it ends. The destination
+// policy for its streams follows the connection's local address (see
+// LocalDestinations). It must not be called after Close.
 func (s *Server) ServeConn(raw net.Conn) {
+	s.serveConn(raw, s.outboundFor(raw.LocalAddr()))
+}
+
+func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 	s.wg.Add(1)
 	defer s.wg.Done()
 	defer raw.Close()
@@ -331,7 +360,7 @@ func (s *Server) ServeConn(raw net.Conn) {
 			s.wg.Add(1) // in the read loop, while ServeConn still counts
 			go func() {
 				defer s.wg.Done()
-				s.serveStream(st, log)
+				s.serveStream(st, out, log)
 			}()
 		},
 	})
@@ -385,7 +414,7 @@ func (f finOnCloseWrite) CloseWrite() error { return f.Stream.Close() }
 
 // serveStream reads a stream's destination, dials it, reports the outcome
 // with SYNACK and relays.
-func (s *Server) serveStream(st *session.Stream, log *slog.Logger) {
+func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog.Logger) {
 	defer st.Close()
 	st.SetReadDeadline(time.Now().Add(s.cfg.DestinationTimeout))
 	dst, err := wire.ReadAddr(st, wire.SOCKS)
@@ -395,23 +424,27 @@ func (s *Server) serveStream(st *session.Stream, log *slog.Logger) {
 		return
 	}
 	if ok, legacy := uot.Magic(dst); ok {
-		s.serveUDP(st, legacy, log)
+		s.serveUDP(st, legacy, out, log)
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
-	out, err := s.dial(ctx, "tcp", dst.String())
+	conn, err := out.DialContext(ctx, "tcp", dst.String())
 	cancel()
 	if err != nil {
-		log.Info("outbound connection failed", "destination", dst.String(), "err", err)
+		if errors.Is(err, outbound.ErrRefused) {
+			log.Info("destination refused", "stream", st.ID(), "destination", dst.String(), "err", err)
+		} else {
+			log.Info("outbound connection failed", "stream", st.ID(), "destination", dst.String(), "err", err)
+		}
 		st.SendSYNACK(err)
 		return
 	}
 	if err := st.SendSYNACK(nil); err != nil {
-		out.Close()
+		conn.Close()
 		return
 	}
 	log.Debug("relaying", "stream", st.ID(), "destination", dst.String())
-	stats, err := relay.Relay(finOnCloseWrite{st}, out, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle})
+	stats, err := relay.Relay(finOnCloseWrite{st}, conn, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle})
 	if err != nil && !errors.Is(err, session.ErrClosedByPeer) && !errors.Is(err, session.ErrSessionClosed) {
 		log.Debug("relay ended with an error", "destination", dst.String(), "err", err)
 	}

@@ -54,6 +54,12 @@ type ServerOptions struct {
 	// LookupNetIP resolves domain names; nil uses net.DefaultResolver. The
 	// first IPv4 address found is used, else the first IPv6 address.
 	LookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// Allow, if not nil, vets every destination address, given as an IP or
+	// resolved from a name, before a datagram goes there: an error refuses
+	// it (connect mode: the association fails with that error, reported by
+	// Ready; otherwise the datagram is dropped). The server's destination
+	// policy plugs in here, with LookupNetIP filtering names the same way.
+	Allow func(netip.Addr) error
 	// Logger receives debug logs (dropped packets, the association's end);
 	// nil discards them.
 	Logger *slog.Logger
@@ -268,7 +274,7 @@ func (a *association) uplink(ctx context.Context, rd *Reader, timer *idleTimer) 
 		if !a.connect {
 			ip, err := a.resolve(ctx, addr)
 			if err != nil {
-				a.log.Debug("uot: dropped a packet to an unresolvable name", "to", addr, "err", err)
+				a.log.Debug("uot: dropped a packet to an unresolvable or refused destination", "to", addr, "err", err)
 				continue
 			}
 			to = netip.AddrPortFrom(ip, addr.Port)
@@ -321,6 +327,11 @@ func (a *association) resolve(ctx context.Context, addr wire.Addr) (netip.Addr, 
 		if !addr.IP.IsValid() {
 			return netip.Addr{}, wire.ErrInvalidAddr
 		}
+		if a.opts.Allow != nil {
+			if err := a.opts.Allow(addr.IP); err != nil {
+				return netip.Addr{}, err
+			}
+		}
 		return addr.IP, nil
 	}
 	now := time.Now()
@@ -342,6 +353,11 @@ func (a *association) resolve(ctx context.Context, addr wire.Addr) (netip.Addr, 
 			if c.Unmap().Is4() {
 				e.ip = c.Unmap()
 				break
+			}
+		}
+		if a.opts.Allow != nil {
+			if err := a.opts.Allow(e.ip); err != nil {
+				e.ip, e.err, e.expires = netip.Addr{}, err, now.Add(failTTL)
 			}
 		}
 	}

@@ -394,3 +394,57 @@ func TestServeCachesNames(t *testing.T) {
 		t.Fatalf("lookups %v, want one per name", lookups)
 	}
 }
+
+// Allow vets every destination: a refused connect-mode destination fails the
+// association with its error; refused non-connect packets, literal or
+// resolved, are dropped while the next allowed one goes through.
+func TestServeAllow(t *testing.T) {
+	// listening on every address, the echo answers 127.0.0.2 as well: a
+	// packet that got through would come back
+	echo := udptest.Echo(t, "0.0.0.0:0")
+	echo4 := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), echo.Port())
+	errNo := errors.New("refused by test policy")
+	refuse := netip.MustParseAddr("127.0.0.2")
+	allow := func(o *ServerOptions) {
+		o.Allow = func(ip netip.Addr) error {
+			if ip == refuse {
+				return errNo
+			}
+			return nil
+		}
+		o.LookupNetIP = func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+			if host == "refused.test" {
+				return []netip.Addr{refuse}, nil
+			}
+			return testNames(ctx, network, host)
+		}
+	}
+	for _, dst := range []wire.Addr{{IP: refuse, Port: 53}, {Name: "refused.test", Port: 53}} {
+		t.Run("connect "+dst.String(), func(t *testing.T) {
+			checkLeaks(t)
+			s := startServe(t, false, allow)
+			s.send(t, request(t, Request{Connect: true, Destination: dst}))
+			if err := s.waitReady(t); !errors.Is(err, errNo) {
+				t.Fatalf("Ready(%v), want the policy's error", err)
+			}
+			if err := s.wait(t); !errors.Is(err, errNo) {
+				t.Fatalf("Serve = %v", err)
+			}
+		})
+	}
+	t.Run("non-connect", func(t *testing.T) {
+		checkLeaks(t)
+		s := startServe(t, false, allow)
+		s.send(t, request(t, Request{Destination: unspecified}))
+		if err := s.waitReady(t); err != nil {
+			t.Fatalf("Ready(%v)", err)
+		}
+		s.send(t, packet(t, false, wire.Addr{IP: refuse, Port: echo4.Port()}, "lost"))
+		s.send(t, packet(t, false, wire.Addr{Name: "refused.test", Port: echo4.Port()}, "lost"))
+		s.send(t, packet(t, false, wire.AddrFromAddrPort(echo4), "kept"))
+		rd := NewReader(s.peer)
+		if _, p, err := rd.Next(false); err != nil || string(p) != "kept" {
+			t.Fatalf("first reply %q %v, want kept", p, err)
+		}
+	})
+}
