@@ -25,6 +25,11 @@ const (
 	DefaultIdleCheckInterval = pool.DefaultCheckInterval
 	DefaultIdleTimeout       = pool.DefaultIdleTimeout
 	DefaultMinIdleSessions   = pool.DefaultMinIdle
+	DefaultSYNACKTimeout     = session.DefaultSYNACKTimeout
+	DefaultHeartbeatTimeout  = session.DefaultProbeTimeout
+	DefaultQuietTimeout      = session.DefaultQuietTimeout
+	DefaultIdleHeartbeat     = 30 * time.Second
+	DefaultWriteTimeout      = session.DefaultWriteTimeout
 )
 
 // ClientConfig configures a Client. Zero values mean the documented defaults.
@@ -69,6 +74,30 @@ type ClientConfig struct {
 	// DialTimeout bounds TCP connect, TLS handshake and authentication of a
 	// new session (default 10s).
 	DialTimeout time.Duration
+
+	// WaitSYNACK makes DialContext return only once a v2 server confirmed
+	// that it reached the destination (or the error it reported). Off by
+	// default: the connection is returned at once and a failure surfaces on
+	// its first Read or Write, which saves a round trip.
+	WaitSYNACK bool
+	// SYNACKTimeout bounds the wait for a v2 server's SYNACK: the stream
+	// fails with a timeout and the session is probed (default 5s; negative:
+	// no deadline).
+	SYNACKTimeout time.Duration
+	// HeartbeatTimeout is how long a probe (HeartRequest) may go unanswered
+	// before the session is declared dead and closed (default 5s; negative:
+	// no probes at all).
+	HeartbeatTimeout time.Duration
+	// QuietTimeout probes a session with open streams that has received
+	// nothing for this long (default 10s; negative: off).
+	QuietTimeout time.Duration
+	// IdleHeartbeat probes idle pooled sessions this often so that a session
+	// taken from the pool is known to be alive (default 30s; negative: off).
+	// v1 servers, which cannot answer, are never probed.
+	IdleHeartbeat time.Duration
+	// WriteTimeout closes a session whose single write to the server stalls
+	// this long (default 2m; negative: off).
+	WriteTimeout time.Duration
 	// Dial opens the TCP connection to the server; nil uses net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
@@ -144,6 +173,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.MinIdleSessions == 0 {
 		cfg.MinIdleSessions = DefaultMinIdleSessions
 	}
+	if cfg.IdleHeartbeat == 0 {
+		cfg.IdleHeartbeat = DefaultIdleHeartbeat
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -210,8 +242,10 @@ func (c *Client) Dial(network, address string) (net.Conn, error) {
 }
 
 // DialContext opens a proxied connection to address ("host:port") through
-// the server. The returned connection is open at once (zero round trips): if
-// the server cannot reach address, the error arrives on the first Read.
+// the server. By default the returned connection is open at once (zero round
+// trips): if the server cannot reach address, its reason (a *RemoteError)
+// arrives on the first Read. With ClientConfig.WaitSYNACK, DialContext waits
+// for the server's confirmation and returns that error itself.
 //
 // Networks "tcp", "tcp4", "tcp6" give a stream; "udp", "udp4", "udp6" give a
 // connected UDP association (see ListenPacket) in which each Write sends one
@@ -229,6 +263,11 @@ func (c *Client) DialContext(ctx context.Context, network, address string) (net.
 		return nil, err
 	}
 	st, err := c.pool.OpenStream(ctx, dst)
+	if err == nil && c.cfg.WaitSYNACK {
+		if err = st.WaitSYNACK(ctx); err != nil {
+			st.Close()
+		}
+	}
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: addrString(address), Err: err}
 	}
@@ -283,6 +322,11 @@ func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session
 		OnScheme:      c.storeScheme,
 		StreamBuffer:  c.cfg.StreamBuffer,
 		SessionBuffer: c.cfg.SessionBuffer,
+		SYNACKTimeout: c.cfg.SYNACKTimeout,
+		ProbeTimeout:  c.cfg.HeartbeatTimeout,
+		QuietTimeout:  c.cfg.QuietTimeout,
+		IdleHeartbeat: c.cfg.IdleHeartbeat,
+		WriteTimeout:  c.cfg.WriteTimeout,
 		OnClose: func(err error) {
 			var alert *session.AlertError
 			switch {

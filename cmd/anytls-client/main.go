@@ -35,6 +35,9 @@ type options struct {
 	caFile, pin                   string
 	insecure                      bool
 	proxyAuth, clientName         string
+	waitSYNACK                    bool
+	synackTimeout, heartbeat      time.Duration
+	quietTimeout, idleHeartbeat   time.Duration
 	logLevel                      string
 	version                       bool
 }
@@ -55,6 +58,11 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.insecure, "insecure", false, "accept any server certificate (the default when neither -ca nor -pin is given)")
 	fs.StringVar(&o.proxyAuth, "sup", "", "require this user,password from local SOCKS5/HTTP proxy clients")
 	fs.StringVar(&o.clientName, "client-name", "", "client name announced to the server (default "+anytls.DefaultClientName+")")
+	fs.BoolVar(&o.waitSYNACK, "wait-synack", false, "tell local clients a connection is up only once the server reached the destination (refusals become SOCKS5 errors / HTTP 502); default: answer at once, saving a round trip")
+	fs.DurationVar(&o.synackTimeout, "synack-timeout", anytls.DefaultSYNACKTimeout, "fail a connection whose v2 server has not confirmed it in this time, and probe the session")
+	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", anytls.DefaultHeartbeatTimeout, "close a session whose heartbeat probe is unanswered for this long")
+	fs.DurationVar(&o.quietTimeout, "quiet-timeout", anytls.DefaultQuietTimeout, "probe a session with open connections that received nothing for this long")
+	fs.DurationVar(&o.idleHeartbeat, "idle-heartbeat", anytls.DefaultIdleHeartbeat, "probe idle pooled sessions this often (negative: never)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +146,11 @@ func clientConfig(o options) (anytls.ClientConfig, bool, error) {
 	cfg.IdleCheckInterval = o.idleCheck
 	cfg.IdleTimeout = o.idleTimeout
 	cfg.ClientName = o.clientName
+	cfg.WaitSYNACK = o.waitSYNACK
+	cfg.SYNACKTimeout = o.synackTimeout
+	cfg.HeartbeatTimeout = o.heartbeat
+	cfg.QuietTimeout = o.quietTimeout
+	cfg.IdleHeartbeat = o.idleHeartbeat
 	return cfg, insecure, cfg.Validate()
 }
 

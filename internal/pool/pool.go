@@ -136,13 +136,20 @@ func (p *Pool) get(ctx context.Context) (*entry, bool, error) {
 		p.mu.Unlock()
 		return nil, false, ErrClosed
 	}
-	for len(p.idle) > 0 {
-		e := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		if !e.sess.IsClosed() {
-			p.mu.Unlock()
-			return e, false, nil
+	// newest first; a session being probed after trouble is passed over
+	// (it stays pooled: if the probe is answered it serves again)
+	for i := len(p.idle) - 1; i >= 0; i-- {
+		e := p.idle[i]
+		if e.sess.IsClosed() {
+			p.idle = slices.Delete(p.idle, i, i+1)
+			continue
 		}
+		if e.sess.Suspected() {
+			continue
+		}
+		p.idle = slices.Delete(p.idle, i, i+1)
+		p.mu.Unlock()
+		return e, false, nil
 	}
 	p.seq++
 	seq := p.seq

@@ -185,8 +185,8 @@ func TestClientNilOnScheme(t *testing.T) {
 	env.p.send(wire.CmdUpdatePaddingScheme, 0, []byte(padding.DefaultText))
 	// The barrier's answer is the session's first write: Settings come first.
 	got := env.p.barrier()
-	if len(got) != 1 || got[0].cmd != wire.CmdSettings {
-		t.Fatalf("frames %v, want only the Settings", got)
+	if len(got) != 2 || got[0].cmd != wire.CmdSettings || got[1].cmd != wire.CmdHeartRequest {
+		t.Fatalf("frames %v, want only the Settings and the opening HeartRequest", got)
 	}
 	env.first = false
 	env.open(t, testDst)

@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"net"
+	"strings"
 )
 
 // Sentinel errors. Match them with errors.Is.
@@ -44,6 +45,33 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string { return "anytls: server reported: " + e.Text }
+
+// SOCKSReply maps the server's reason to a SOCKS5 reply code (RFC 1928), for
+// a local proxy that waits for SYNACK. The text is another program's error
+// message, so this reads the usual wordings of dial errors and falls back to
+// "general failure".
+func (e *RemoteError) SOCKSReply() byte {
+	t := strings.ToLower(e.Text)
+	has := func(words ...string) bool {
+		for _, w := range words {
+			if strings.Contains(t, w) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("connection refused"):
+		return 0x05
+	case has("not allowed", "forbidden", "denied", "policy"):
+		return 0x02
+	case has("network is unreachable"):
+		return 0x03
+	case has("no such host", "host is unreachable", "no route to host", "timeout", "timed out", "server misbehaving"):
+		return 0x04
+	}
+	return 0x01
+}
 
 // AlertError carries the text of an Alert frame, after which the session is
 // closed.

@@ -522,6 +522,7 @@ func (e *clientEnv) open(t *testing.T, dst wire.Addr) *Stream {
 	if e.first {
 		e.first = false
 		e.p.expect(wire.CmdSettings, 0)
+		e.p.expect(wire.CmdHeartRequest, 0) // announces a probing client
 	}
 	e.p.expect(wire.CmdSYN, st.ID())
 	f := e.p.expect(wire.CmdPSH, st.ID())

@@ -220,7 +220,9 @@ func TestHeartbeatAnswered(t *testing.T) {
 				env.p.send(wire.CmdHeartRequest, sid, nil)
 				if sid == 0 {
 					// the first write of the session carries the Settings
+					// and the HeartRequest that announces a probing client
 					env.p.expect(wire.CmdSettings, 0)
+					env.p.expect(wire.CmdHeartRequest, 0)
 					env.first = false
 				}
 				env.p.expect(wire.CmdHeartResponse, sid)
@@ -247,6 +249,7 @@ func TestPing(t *testing.T) {
 				}()
 				if i == 0 {
 					env.p.expect(wire.CmdSettings, 0)
+					env.p.expect(wire.CmdHeartRequest, 0) // the opening one
 				}
 				f := env.p.expect(wire.CmdHeartRequest, 0)
 				env.p.send(wire.CmdHeartResponse, f.sid, nil)

@@ -74,6 +74,29 @@ type Config struct {
 	// OnClose is called once, without locks held, after the session died.
 	OnClose func(error)
 
+	// Liveness. For each duration zero means the default and a negative
+	// value switches the mechanism off.
+	//
+	// SYNACKTimeout (client) bounds the wait for a v2 server's SYNACK: the
+	// stream then fails with ErrSYNACKTimeout and the session is probed.
+	SYNACKTimeout time.Duration
+	// ProbeTimeout (client) is how long a probe (HeartRequest) may go
+	// without any frame coming back before the session is declared dead.
+	ProbeTimeout time.Duration
+	// QuietTimeout (client) is how long a session with open streams may
+	// receive nothing before it is probed.
+	QuietTimeout time.Duration
+	// IdleHeartbeat (client) probes a session without streams after this
+	// much silence, so that an idle pooled session is known to be alive.
+	// Zero means off here (the client package sets its own default).
+	IdleHeartbeat time.Duration
+	// WriteTimeout bounds one write to the connection; a peer that stopped
+	// reading for that long is considered gone and the session closes.
+	WriteTimeout time.Duration
+	// IdleTimeout (server) closes a session that has had no streams and
+	// received nothing for this long.
+	IdleTimeout time.Duration
+
 	// Logger receives the session's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -132,6 +155,24 @@ type Session struct {
 	buffered    atomic.Int64 // bytes held in stream buffers
 	peerVersion atomic.Int32
 
+	// liveness (liveness.go)
+	lastRecv       atomic.Int64 // unix nanoseconds of the last frame read
+	probeAt        atomic.Int64 // when the outstanding probe was sent, or 0
+	holding        atomic.Bool  // the read loop waits for a slow lone stream
+	suspicious     atomic.Bool  // the outstanding probe has a serious reason
+	peerProbes     atomic.Bool  // the peer has sent a HeartRequest
+	serverSettings atomic.Bool  // a ServerSettings frame arrived (client)
+	dataSeen       atomic.Bool  // stream data arrived (client): a v2 server would have sent ServerSettings first
+	liveMu         sync.Mutex
+	liveTimer      *time.Timer
+	wdeadline      time.Time // last write deadline set; guarded by wtoken
+	synackTimeout  time.Duration
+	probeTimeout   time.Duration
+	quietTimeout   time.Duration
+	idleHeartbeat  time.Duration
+	writeTimeout   time.Duration
+	idleTimeout    time.Duration
+
 	die       chan struct{}
 	dieOnce   sync.Once
 	dieErr    error // set before die is closed
@@ -154,6 +195,16 @@ func newSession(conn net.Conn, cfg Config) *Session {
 		die:     make(chan struct{}),
 	}
 	s.peerVersion.Store(1)
+	s.lastRecv.Store(time.Now().UnixNano())
+	s.synackTimeout = dur(cfg.SYNACKTimeout, DefaultSYNACKTimeout)
+	s.probeTimeout = dur(cfg.ProbeTimeout, DefaultProbeTimeout)
+	s.quietTimeout = dur(cfg.QuietTimeout, DefaultQuietTimeout)
+	s.idleHeartbeat = dur(cfg.IdleHeartbeat, 0)
+	s.writeTimeout = dur(cfg.WriteTimeout, DefaultWriteTimeout)
+	s.idleTimeout = dur(cfg.IdleTimeout, DefaultServerIdle)
+	if s.probeTimeout == 0 {
+		s.quietTimeout, s.idleHeartbeat = 0, 0 // no probes without a verdict
+	}
 	return s
 }
 
@@ -171,6 +222,12 @@ func NewClient(conn net.Conn, cfg Config) *Session {
 	}
 	body := settings.Append(nil)
 	s.ctrl, _ = wire.AppendFrame(s.ctrl, wire.CmdSettings, 0, body)
+	if s.probeTimeout > 0 {
+		// Tells the server that this client probes (so that a server of
+		// ours keeps it informed while it holds back a slow stream); a v2
+		// server answers it, a v1 server ignores a command it does not know.
+		s.ctrl, _ = wire.AppendHeader(s.ctrl, wire.CmdHeartRequest, 0, 0)
+	}
 	s.readerRun = true
 	s.wg.Add(1)
 	go s.readLoop()
@@ -198,6 +255,7 @@ func (s *Session) Serve() error {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	s.armLiveness(s.idleTimeout)
 	s.readLoop()
 	s.wg.Wait()
 	return s.Err()
@@ -262,6 +320,7 @@ func (s *Session) fail(cause error) {
 		clear(s.streams)
 		s.mu.Unlock()
 		s.conn.Close()
+		s.stopLiveness()
 		err := &closedError{cause: cause}
 		for _, st := range streams {
 			st.terminate(err, false)
@@ -370,6 +429,7 @@ func (s *Session) writeFrame(cmd wire.Cmd, sid uint32, data []byte, cancel <-cha
 // padding phase. The write token must be held.
 func (s *Session) writeLocked(b []byte) error {
 	var err error
+	s.refreshWriteDeadline()
 	if s.client && s.writes < s.cfg.Scheme.Stop() {
 		n := s.writes
 		s.writes++
@@ -381,10 +441,27 @@ func (s *Session) writeLocked(b []byte) error {
 		s.wbuf = b[:0]
 	}
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("write stalled for %v, the peer stopped reading: %w", s.writeTimeout, err)
+		}
 		s.fail(fmt.Errorf("write: %w", err))
 		return s.Err()
 	}
 	return nil
+}
+
+// refreshWriteDeadline keeps a deadline WriteTimeout ahead of every write,
+// extending it only when less than three quarters of it is left, to spare
+// timer work on the hot path. The write token must be held.
+func (s *Session) refreshWriteDeadline() {
+	if s.writeTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if s.wdeadline.Sub(now) < s.writeTimeout*3/4 {
+		s.wdeadline = now.Add(s.writeTimeout)
+		s.conn.SetWriteDeadline(s.wdeadline)
+	}
 }
 
 // shape sends b as write number n of the padding scheme: one TLS write per
@@ -483,9 +560,20 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 	s.mu.Unlock()
 	signal(s.added) // a read loop holding for a lone stream must reconsider
 
+	// A v2 session that has been quiet for long is probed in the same write
+	// as the SYN: if the path froze meanwhile, we learn it within
+	// ProbeTimeout instead of at the next quiet check.
+	now := time.Now().UnixNano()
+	quiet := time.Duration(now - s.lastRecv.Load())
+	probe := s.quietTimeout > 0 && quiet >= s.quietTimeout && s.PeerVersion() >= 2 &&
+		s.probeAt.CompareAndSwap(0, now)
+
 	err := s.lockWrite(ctx.Done())
 	if err == nil {
 		buf := s.takeCtrl(s.wbuf[:0])
+		if probe {
+			buf, _ = wire.AppendHeader(buf, wire.CmdHeartRequest, 0, 0)
+		}
 		buf, _ = wire.AppendHeader(buf, wire.CmdSYN, st.id, 0)
 		buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, alen)
 		buf, _ = wire.AppendAddr(buf, dst, wire.SOCKS)
@@ -498,6 +586,17 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 		}
 		st.terminate(err, true)
 		return nil, err
+	}
+	switch {
+	case probe:
+		s.armLiveness(s.probeTimeout)
+	case s.quietTimeout > 0:
+		s.armLiveness(max(s.quietTimeout-quiet, time.Millisecond))
+	}
+	if s.dataSeen.Load() && !s.serverSettings.Load() {
+		st.synackOK() // a v1 server: no SYNACK will come
+	} else {
+		s.armSYNACK(st)
 	}
 	return st, nil
 }
@@ -550,6 +649,7 @@ func (s *Session) readFrames() error {
 			}
 			return fmt.Errorf("read: %w", err)
 		}
+		s.noteRecv()
 		cmd, sid, n := hdr.Cmd(), hdr.StreamID(), hdr.Length()
 		var err error
 		switch cmd {
@@ -582,6 +682,7 @@ func (s *Session) readFrames() error {
 			if body, err = s.readBody(n); err == nil && s.client {
 				v := wire.ParseSettings(body).Version()
 				s.peerVersion.Store(int32(min(v, 255)))
+				s.serverSettings.Store(true)
 				s.log.Debug("server settings", "version", v)
 			}
 		case wire.CmdAlert:
@@ -603,6 +704,7 @@ func (s *Session) readFrames() error {
 			}
 		case wire.CmdHeartRequest:
 			if err = s.discard(n); err == nil {
+				s.peerProbes.Store(true)
 				s.queueCtrl(wire.CmdHeartResponse, sid, nil)
 			}
 		case wire.CmdHeartResponse:
@@ -674,6 +776,9 @@ func (s *Session) onPSH(sid uint32, n int) error {
 		s.alloc.put(buf)
 		return readErr(err)
 	}
+	if s.client && !s.dataSeen.Load() {
+		s.dataSeen.Store(true)
+	}
 	held := st.push(buf)
 	if held < 0 { // stream already gone: push freed the buffer
 		return nil
@@ -697,6 +802,14 @@ func (s *Session) overflow(st *Stream) error {
 	if st == nil {
 		return nil
 	}
+	var ping *time.Ticker
+	defer func() {
+		if ping != nil {
+			ping.Stop()
+			s.holding.Store(false)
+			s.noteRecv() // the quiet time we caused ourselves does not count
+		}
+	}()
 	for {
 		s.mu.Lock()
 		alone := len(s.streams) <= 1
@@ -713,10 +826,23 @@ func (s *Session) overflow(st *Stream) error {
 		if done || (held <= s.cfg.StreamBuffer && s.buffered.Load() <= int64(s.cfg.SessionBuffer)) {
 			return nil
 		}
+		if ping == nil {
+			// While we hold, the peer's probes sit unread behind the data:
+			// tell a v2 peer now and then that we are alive, just busy.
+			s.holding.Store(true)
+			ping = time.NewTicker(holdPingInterval)
+		}
 		select {
 		case <-st.drained:
 		case <-st.done:
 		case <-s.added:
+		case <-ping.C:
+			// only to a peer that probes us: a peer that does not (sing-box,
+			// mihomo) gains nothing, and its answer could not be written
+			// while we hold, which some peers treat as fatal
+			if s.PeerVersion() >= 2 && s.peerProbes.Load() {
+				s.queueCtrl(wire.CmdHeartRequest, 0, nil)
+			}
 		case <-s.die:
 			return nil
 		}
@@ -820,13 +946,20 @@ func (s *Session) onSYNACK(sid uint32, body []byte) {
 	}
 }
 
-// alert sends an Alert synchronously; the session is about to close.
+// alert sends an Alert synchronously, with a short deadline: the session is
+// about to close.
 func (s *Session) alert(text string) {
 	if len(text) > wire.MaxPayload {
 		text = text[:wire.MaxPayload]
 	}
+	if err := s.lockWrite(nil); err != nil {
+		return
+	}
+	defer s.unlockWrite()
+	buf := s.takeCtrl(s.wbuf[:0])
+	buf, _ = wire.AppendFrame(buf, wire.CmdAlert, 0, []byte(text))
 	s.conn.SetWriteDeadline(time.Now().Add(DefaultAlertTimeout))
-	if err := s.writeFrame(wire.CmdAlert, 0, []byte(text), nil); err != nil {
+	if _, err := s.conn.Write(buf); err != nil {
 		s.log.Debug("sending alert failed", "err", err)
 	}
 }

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"io"
 	"net"
 	"os"
@@ -32,9 +33,10 @@ type Stream struct {
 	done     chan struct{} // closed when the stream has ended
 	synack   chan struct{} // closed when the server confirmed the stream
 
-	onClose   func()
-	closeOnce sync.Once
-	rdl, wdl  *deadline
+	onClose     func()
+	closeOnce   sync.Once
+	synackTimer *time.Timer // the client's SYNACK deadline
+	rdl, wdl    *deadline
 }
 
 func newStream(s *Session, id uint32) *Stream {
@@ -71,6 +73,9 @@ func (st *Stream) push(buf *buffer) int {
 		st.mu.Unlock()
 		st.sess.alloc.put(buf)
 		return -1
+	}
+	if !st.synacked && st.sess.client {
+		st.confirmLocked() // data before SYNACK: the stream is open
 	}
 	if st.head > 0 && len(st.queue) == cap(st.queue) {
 		n := copy(st.queue, st.queue[st.head:])
@@ -123,6 +128,9 @@ func (st *Stream) terminate(err error, unregister bool) bool {
 		return registered
 	}
 	st.ended = true
+	if st.synackTimer != nil {
+		st.synackTimer.Stop()
+	}
 	if st.rerr == nil {
 		st.rerr = err
 	}
@@ -148,11 +156,26 @@ func (st *Stream) terminate(err error, unregister bool) bool {
 
 func (st *Stream) synackOK() {
 	st.mu.Lock()
-	if !st.synacked {
-		st.synacked = true
-		close(st.synack)
-	}
+	st.confirmLocked()
 	st.mu.Unlock()
+}
+
+// confirmLocked marks a client stream as confirmed by the server. st.mu held.
+func (st *Stream) confirmLocked() {
+	if st.synacked {
+		return
+	}
+	st.synacked = true
+	close(st.synack)
+	if st.synackTimer != nil {
+		st.synackTimer.Stop()
+	}
+}
+
+func (st *Stream) isSynacked() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.synacked || st.ended
 }
 
 func (st *Stream) writeErr() error {
@@ -307,10 +330,35 @@ func (st *Stream) SendSYNACK(dialErr error) error {
 	return st.sess.writeFrame(wire.CmdSYNACK, st.id, data, st.wdl.wait())
 }
 
-// SYNACK returns a channel that is closed when a v2 server confirmed the
-// stream. It is never closed for a v1 server or after an error SYNACK; use
-// Done to see the stream end.
+// SYNACK returns a channel that is closed when the server confirmed the
+// stream: a v2 server's SYNACK, data arriving first, or, with a server that
+// never announced v2, the SYNACK deadline passing. It is never closed after
+// an error SYNACK; use Done to see the stream end.
 func (st *Stream) SYNACK() <-chan struct{} { return st.synack }
+
+// WaitSYNACK waits until the server confirmed the stream (nil), the stream
+// ended (its error: a *RemoteError with the server's reason, ErrSYNACKTimeout,
+// or the session's end), or ctx is done.
+func (st *Stream) WaitSYNACK(ctx context.Context) error {
+	select {
+	case <-st.synack:
+		return nil
+	default:
+	}
+	select {
+	case <-st.synack:
+		return nil
+	case <-st.done:
+		select {
+		case <-st.synack:
+			return nil
+		default:
+		}
+		return st.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Done returns a channel closed when the stream has ended.
 func (st *Stream) Done() <-chan struct{} { return st.done }

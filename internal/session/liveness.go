@@ -1,0 +1,198 @@
+package session
+
+import (
+	"errors"
+	"time"
+
+	"github.com/anytls-suite/anytls/internal/wire"
+)
+
+// Liveness defaults. See Config for what each one does.
+const (
+	DefaultSYNACKTimeout = 5 * time.Second
+	DefaultProbeTimeout  = 5 * time.Second
+	DefaultQuietTimeout  = 10 * time.Second
+	DefaultWriteTimeout  = 2 * time.Minute
+	DefaultServerIdle    = 5 * time.Minute
+	// holdPingInterval is how often a read loop that holds for a slow lone
+	// stream tells a v2 peer that it is alive (the peer's probes go
+	// unanswered meanwhile, since they sit behind the data not yet read).
+	holdPingInterval = 3 * time.Second
+)
+
+// ErrHeartbeatTimeout is the cause of a session closed because a probe got no
+// answer: the connection stopped carrying data.
+var ErrHeartbeatTimeout = &timeoutError{msg: "anytls: no answer to heartbeat: the connection to the peer is dead"}
+
+// ErrIdle is the cause of a server session closed for carrying nothing for
+// its idle timeout.
+var ErrIdle = errors.New("anytls: session idle")
+
+// ErrSYNACKTimeout ends a stream whose v2 server did not confirm it in time.
+// It is a net.Error whose Timeout is true.
+var ErrSYNACKTimeout = &timeoutError{msg: "anytls: server did not confirm the stream in time (no SYNACK)"}
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// dur turns a configured duration into an effective one: zero means def,
+// negative means off (0).
+func dur(v, def time.Duration) time.Duration {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// noteRecv records that a frame arrived. Called by the read loop per frame.
+func (s *Session) noteRecv() {
+	s.lastRecv.Store(time.Now().UnixNano())
+}
+
+// Suspected reports whether the session is being probed because something
+// went wrong on it (a late SYNACK, silence with streams open): it may be
+// dead. The pool does not hand out suspected sessions. Routine heartbeats on
+// idle sessions do not make a session suspected.
+func (s *Session) Suspected() bool { return s.probeAt.Load() != 0 && s.suspicious.Load() }
+
+// suspect probes the session (v2 client peers only) unless a probe is
+// already outstanding. serious marks the session Suspected meanwhile.
+func (s *Session) suspect(serious bool) {
+	if !s.client || s.PeerVersion() < 2 || s.IsClosed() {
+		return
+	}
+	if serious {
+		s.suspicious.Store(true)
+	}
+	now := time.Now().UnixNano()
+	if !s.probeAt.CompareAndSwap(0, now) {
+		return
+	}
+	s.queueCtrl(wire.CmdHeartRequest, 0, nil)
+	s.armLiveness(s.probeTimeout)
+}
+
+// armLiveness (re)schedules the liveness check in d.
+func (s *Session) armLiveness(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.IsClosed() {
+		return
+	}
+	if s.liveTimer == nil {
+		s.liveTimer = time.AfterFunc(d, s.checkLiveness)
+		return
+	}
+	s.liveTimer.Reset(d)
+}
+
+func (s *Session) stopLiveness() {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.liveTimer != nil {
+		s.liveTimer.Stop()
+	}
+}
+
+// checkLiveness runs from a timer. A client probes a v2 server that has been
+// quiet for QuietTimeout while streams are open (or for IdleHeartbeat while
+// none are) and closes the session when the probe gets no frame back within
+// ProbeTimeout. A server closes a session that has had no streams and no
+// frames for its idle timeout.
+func (s *Session) checkLiveness() {
+	if s.IsClosed() {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.lastRecv.Load()
+	if !s.client {
+		if s.idleTimeout <= 0 {
+			return
+		}
+		idle := time.Duration(now - last)
+		if s.NumStreams() == 0 && !s.holding.Load() && idle >= s.idleTimeout {
+			s.log.Debug("closing idle session", "idle", idle)
+			s.fail(ErrIdle)
+			return
+		}
+		s.armLiveness(s.idleTimeout - min(idle, s.idleTimeout) + time.Millisecond)
+		return
+	}
+	if p := s.probeAt.Load(); p != 0 {
+		switch {
+		case last >= p || s.holding.Load():
+			// answered, or our own reader is the bottleneck
+			s.suspicious.Store(false)
+			s.probeAt.Store(0)
+		case time.Duration(now-p) >= s.probeTimeout:
+			s.log.Warn("session dead: no answer to a heartbeat", "waited", s.probeTimeout)
+			s.fail(ErrHeartbeatTimeout)
+			return
+		default:
+			s.armLiveness(time.Duration(p + int64(s.probeTimeout) - now))
+			return
+		}
+	}
+	if s.PeerVersion() < 2 {
+		// a v1 peer cannot answer; look again later in case ServerSettings
+		// was merely late
+		s.armLiveness(max(s.quietTimeout, s.idleHeartbeat))
+		return
+	}
+	wait, serious := s.quietTimeout, true
+	if s.NumStreams() == 0 {
+		wait, serious = s.idleHeartbeat, false
+	}
+	if wait <= 0 || s.holding.Load() {
+		s.armLiveness(max(s.quietTimeout, s.idleHeartbeat))
+		return
+	}
+	quiet := time.Duration(now - last)
+	if quiet >= wait {
+		s.suspect(serious)
+		return
+	}
+	s.armLiveness(wait - quiet)
+}
+
+// armSYNACK starts a stream's SYNACK deadline.
+func (s *Session) armSYNACK(st *Stream) {
+	if s.synackTimeout <= 0 {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.synacked || st.ended {
+		return // the answer came before the timer could be armed
+	}
+	st.synackTimer = time.AfterFunc(s.synackTimeout, func() { s.synackExpired(st) })
+}
+
+// synackExpired runs when a stream's SYNACK deadline passes. With a v2 server
+// the stream fails with ErrSYNACKTimeout and the session is probed; with a
+// server that never announced v2, no SYNACK is coming, and the stream is
+// taken as open.
+func (s *Session) synackExpired(st *Stream) {
+	if st.isSynacked() {
+		return
+	}
+	if s.PeerVersion() < 2 {
+		st.synackOK()
+		return
+	}
+	s.log.Info("no SYNACK in time: failing the stream and probing the session",
+		"stream", st.id, "timeout", s.synackTimeout)
+	if st.terminate(ErrSYNACKTimeout, true) && !s.IsClosed() {
+		s.queueCtrl(wire.CmdFIN, st.id, nil)
+	}
+	s.suspect(true)
+}
