@@ -51,8 +51,13 @@ func dur(v, def time.Duration) time.Duration {
 }
 
 // noteRecv records that a frame arrived. Called by the read loop per frame.
+// Any frame answers an outstanding probe: the path works.
 func (s *Session) noteRecv() {
 	s.lastRecv.Store(time.Now().UnixNano())
+	if s.probeAt.Load() != 0 {
+		s.suspicious.Store(false)
+		s.probeAt.Store(0)
+	}
 }
 
 // Suspected reports whether the session is being probed because something
