@@ -86,7 +86,9 @@ func TestDialErrorReported(t *testing.T) {
 
 func TestWrongPasswordFails(t *testing.T) {
 	checkLeaks(t)
-	addr, _, pin := startServer(t, nil)
+	// a wrong password is a stranger: the server says nothing until its
+	// authentication deadline, then closes
+	addr, _, pin := startServer(t, func(c *anytls.ServerConfig) { c.AuthTimeout = time.Second })
 	c := newClient(t, addr, pin, func(cfg *anytls.ClientConfig) { cfg.Password = "wrong" })
 	ctx := testContext(t, 30*time.Second)
 	conn, err := c.DialContext(ctx, "tcp", "127.0.0.1:9")

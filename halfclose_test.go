@@ -80,30 +80,10 @@ func startProxy(t *testing.T, c *anytls.Client, dest string, opt relay.Options) 
 // and then closes it.
 func startDest(t *testing.T, serve func(*net.TCPConn)) string {
 	t.Helper()
-	ln := listen(t)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(60 * time.Second))
-				serve(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+	return serveTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		serve(c.(*net.TCPConn))
 	})
-	return ln.Addr().String()
 }
 
 func dialLocal(t *testing.T, addr string) *net.TCPConn {

@@ -108,29 +108,7 @@ func newClient(t testing.TB, server string, pin []byte, mod func(*anytls.ClientC
 // EOF, then closes.
 func startEcho(t testing.TB) string {
 	t.Helper()
-	ln := listen(t)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return serveTCP(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 func randomBytes(n int) []byte {

@@ -5,10 +5,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -47,12 +45,18 @@ type ServerConfig struct {
 	// PaddingScheme is pushed to clients that use another one. Empty means
 	// the default scheme.
 	PaddingScheme []byte
-	// AuthTimeout bounds the TLS handshake plus the authentication preamble
-	// (default 10s).
+	// AuthTimeout is the one deadline, counted from accept, for the TLS
+	// handshake and the whole authentication preamble, however many bytes
+	// arrive in however many records (default 10s). A connection not
+	// authenticated by then is untrusted (see Fallback).
 	AuthTimeout time.Duration
-	// Fallback, if set, is a "host:port" to which connections that fail
-	// authentication are relayed, bytes already read included, so that a
-	// prober sees that site. Empty means such connections are closed.
+	// Fallback, if set, is a "host:port" (plain TCP, usually an HTTP
+	// server) to which connections that fail authentication are relayed
+	// with the bytes already read, decrypted, so that a prober meets that
+	// site: at once for a wrong hash, an HTTP request or an early EOF, at
+	// AuthTimeout for fewer than 34 bytes. Empty: the server answers like a
+	// plain web server, an HTTP request with net/http's 400 answer and
+	// anything else with a close at AuthTimeout.
 	Fallback string
 	// ConnectTimeout bounds the dial to a stream's destination (default 10s).
 	ConnectTimeout time.Duration
@@ -321,31 +325,9 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 	defer s.track(raw, false)
 	remote := raw.RemoteAddr().String()
 	raw.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	conn := raw
-	if s.cfg.TLSConfig != nil {
-		tc := tls.Server(raw, s.cfg.TLSConfig)
-		if err := tc.HandshakeContext(s.ctx); err != nil {
-			s.log.Debug("TLS handshake failed", "remote", remote, "err", err)
-			return
-		}
-		conn = tc
-	}
-	var pre [wire.AuthPrefixLen]byte
-	n, err := io.ReadFull(conn, pre[:])
-	user, ok := "", false
-	if err == nil {
-		user, ok = s.authenticate(pre[:wire.AuthHashLen])
-	}
+	conn, user, ok := s.preTrust(raw, remote)
 	if !ok {
-		s.log.Debug("authentication failed", "remote", remote, "read", n, "err", err)
-		s.fallback(conn, pre[:n])
 		return
-	}
-	if pad := int(binary.BigEndian.Uint16(pre[wire.AuthHashLen:])); pad > 0 {
-		if _, err := io.CopyN(io.Discard, conn, int64(pad)); err != nil {
-			s.log.Debug("reading authentication padding failed", "remote", remote, "user", user, "err", err)
-			return
-		}
 	}
 	raw.SetDeadline(time.Time{})
 	log := s.log.With("remote", remote, "user", user)
@@ -366,7 +348,7 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 	})
 	stop := context.AfterFunc(s.ctx, sess.Abort)
 	defer stop()
-	err = sess.Serve()
+	err := sess.Serve()
 	log.Debug("session ended", "err", err)
 }
 
@@ -379,29 +361,6 @@ func (s *Server) authenticate(hash []byte) (string, bool) {
 		}
 	}
 	return name, found == 1
-}
-
-// fallback hands a connection that failed authentication to the fallback
-// origin, replaying the bytes already read, or closes it.
-func (s *Server) fallback(conn net.Conn, consumed []byte) {
-	if s.cfg.Fallback == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
-	defer cancel()
-	out, err := s.dial(ctx, "tcp", s.cfg.Fallback)
-	if err != nil {
-		s.log.Warn("fallback origin unreachable", "fallback", s.cfg.Fallback, "err", err)
-		return
-	}
-	if len(consumed) > 0 {
-		if _, err := out.Write(consumed); err != nil {
-			out.Close()
-			return
-		}
-	}
-	conn.SetDeadline(time.Time{})
-	relay.Relay(conn, out, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle})
 }
 
 // finOnCloseWrite lets the relay end a stream (FIN) when the destination has

@@ -2,7 +2,10 @@ package anytls_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -12,7 +15,37 @@ import (
 	"time"
 
 	anytls "github.com/anytls-suite/anytls"
+	"github.com/anytls-suite/anytls/internal/wire"
 )
+
+// serveTCP runs a TCP server on loopback until the test ends: handle serves
+// each connection, which is closed after it.
+func serveTCP(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln := listen(t)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
 
 // serveOn runs srv.Serve(ln) until the test ends, then closes the server.
 func serveOn(t testing.TB, srv *anytls.Server, ln net.Listener) {
@@ -142,5 +175,130 @@ func (r *logRecorder) wait(t testing.TB, timeout time.Duration, n int, msg strin
 		case <-deadline.C:
 			t.Fatalf("waited %v for %d log records %q %v, saw %d", timeout, n, msg, kv, got)
 		}
+	}
+}
+
+// rawClient speaks the protocol frame by frame over TLS, for tests that
+// must control every byte a client sends.
+type rawClient struct {
+	t    testing.TB
+	conn *tls.Conn
+}
+
+// dialRaw opens a TLS connection to the server and completes the handshake.
+func dialRaw(t testing.TB, addr string) *rawClient {
+	t.Helper()
+	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"})
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := conn.Handshake(); err != nil {
+		raw.Close()
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &rawClient{t: t, conn: conn}
+}
+
+// preamble returns the authentication preamble for password with padLen
+// bytes of padding.
+func preamble(password string, padLen int) []byte {
+	hash := sha256.Sum256([]byte(password))
+	b, _ := wire.AppendAuth(nil, &hash, padLen)
+	return b
+}
+
+// writeChunks writes b in pieces of chunk bytes, one Write (one TLS record)
+// each.
+func (r *rawClient) writeChunks(b []byte, chunk int) {
+	r.t.Helper()
+	for len(b) > 0 {
+		n := min(chunk, len(b))
+		if _, err := r.conn.Write(b[:n]); err != nil {
+			r.t.Fatalf("write: %v", err)
+		}
+		b = b[n:]
+	}
+}
+
+func (r *rawClient) writeFrame(cmd wire.Cmd, sid uint32, data []byte) {
+	r.t.Helper()
+	b, err := wire.AppendFrame(nil, cmd, sid, data)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.conn.Write(b); err != nil {
+		r.t.Fatalf("write %v: %v", cmd, err)
+	}
+}
+
+// settings sends a v2 client's Settings with the default scheme's md5.
+func (r *rawClient) settings() {
+	body := wire.Settings{
+		{Key: wire.KeyVersion, Value: "2"},
+		{Key: wire.KeyClient, Value: "raw-test/1"},
+		{Key: wire.KeyPaddingMD5, Value: md5hex(anytls.DefaultPaddingScheme)},
+	}.Append(nil)
+	r.writeFrame(wire.CmdSettings, 0, body)
+}
+
+// readFrame reads the next frame.
+func (r *rawClient) readFrame() (wire.Cmd, uint32, []byte, error) {
+	var h wire.Header
+	if _, err := io.ReadFull(r.conn, h[:]); err != nil {
+		return 0, 0, nil, err
+	}
+	data := make([]byte, h.Length())
+	if _, err := io.ReadFull(r.conn, data); err != nil {
+		return 0, 0, nil, err
+	}
+	return h.Cmd(), h.StreamID(), data, nil
+}
+
+// expect reads frames, skipping ServerSettings, until one with cmd for sid.
+func (r *rawClient) expect(cmd wire.Cmd, sid uint32) []byte {
+	r.t.Helper()
+	for {
+		c, id, data, err := r.readFrame()
+		if err != nil {
+			r.t.Fatalf("waiting for %v on stream %d: %v", cmd, sid, err)
+		}
+		if c == cmd && id == sid {
+			return data
+		}
+		if c != wire.CmdServerSettings {
+			r.t.Fatalf("waiting for %v on stream %d, got %v on %d (%q)", cmd, sid, c, id, data)
+		}
+	}
+}
+
+// openStream sends SYN and the destination address of a stream.
+func (r *rawClient) openStream(sid uint32, dst string) {
+	r.t.Helper()
+	a, err := wire.ParseAddr(dst)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	addr, _ := wire.AppendAddr(nil, a, wire.SOCKS)
+	r.writeFrame(wire.CmdSYN, sid, nil)
+	r.writeFrame(wire.CmdPSH, sid, addr)
+}
+
+// echoStream opens stream sid to an echo server and checks one round trip.
+func (r *rawClient) echoStream(sid uint32, echo string, msg string) {
+	r.t.Helper()
+	r.openStream(sid, echo)
+	if e := r.expect(wire.CmdSYNACK, sid); len(e) != 0 {
+		r.t.Fatalf("SYNACK error %q", e)
+	}
+	r.writeFrame(wire.CmdPSH, sid, []byte(msg))
+	var got []byte
+	for len(got) < len(msg) {
+		got = append(got, r.expect(wire.CmdPSH, sid)...)
+	}
+	if string(got) != msg {
+		r.t.Fatalf("echo %q, want %q", got, msg)
 	}
 }
