@@ -83,21 +83,44 @@ func (s *Session) suspect(serious bool) {
 	s.armLiveness(s.probeTimeout)
 }
 
-// armLiveness (re)schedules the liveness check in d.
-func (s *Session) armLiveness(d time.Duration) {
+// armLiveness schedules the liveness check in d, unless it is already due
+// sooner: a pending verdict is never postponed.
+func (s *Session) armLiveness(d time.Duration) { s.schedule(d, false) }
+
+// rearm schedules the next check from the check itself.
+func (s *Session) rearm(d time.Duration) { s.schedule(d, true) }
+
+func (s *Session) schedule(d time.Duration, force bool) {
 	if d <= 0 {
 		return
 	}
+	now := time.Now()
+	at := now.Add(d)
 	s.liveMu.Lock()
 	defer s.liveMu.Unlock()
 	if s.IsClosed() {
 		return
 	}
+	if !force && s.liveTimer != nil && s.liveAt.After(now) && !at.Before(s.liveAt) {
+		return
+	}
+	s.liveAt = at
 	if s.liveTimer == nil {
 		s.liveTimer = time.AfterFunc(d, s.checkLiveness)
 		return
 	}
 	s.liveTimer.Reset(d)
+}
+
+// streamGone runs when a client stream leaves the table: an idle session's
+// heartbeat is due IdleHeartbeat after the last frame, not at the next
+// quiet check.
+func (s *Session) streamGone() {
+	if !s.client || s.idleHeartbeat <= 0 || s.NumStreams() > 0 {
+		return
+	}
+	quiet := time.Duration(time.Now().UnixNano() - s.lastRecv.Load())
+	s.armLiveness(max(s.idleHeartbeat-quiet, time.Millisecond))
 }
 
 func (s *Session) stopLiveness() {
@@ -129,7 +152,7 @@ func (s *Session) checkLiveness() {
 			s.fail(ErrIdle)
 			return
 		}
-		s.armLiveness(s.idleTimeout - min(idle, s.idleTimeout) + time.Millisecond)
+		s.rearm(s.idleTimeout - min(idle, s.idleTimeout) + time.Millisecond)
 		return
 	}
 	if p := s.probeAt.Load(); p != 0 {
@@ -143,14 +166,14 @@ func (s *Session) checkLiveness() {
 			s.fail(ErrHeartbeatTimeout)
 			return
 		default:
-			s.armLiveness(time.Duration(p + int64(s.probeTimeout) - now))
+			s.rearm(time.Duration(p + int64(s.probeTimeout) - now))
 			return
 		}
 	}
 	if s.PeerVersion() < 2 {
 		// a v1 peer cannot answer; look again later in case ServerSettings
 		// was merely late
-		s.armLiveness(max(s.quietTimeout, s.idleHeartbeat))
+		s.rearm(max(s.quietTimeout, s.idleHeartbeat))
 		return
 	}
 	wait, serious := s.quietTimeout, true
@@ -158,7 +181,7 @@ func (s *Session) checkLiveness() {
 		wait, serious = s.idleHeartbeat, false
 	}
 	if wait <= 0 || s.holding.Load() {
-		s.armLiveness(max(s.quietTimeout, s.idleHeartbeat))
+		s.rearm(max(s.quietTimeout, s.idleHeartbeat))
 		return
 	}
 	quiet := time.Duration(now - last)
@@ -166,7 +189,7 @@ func (s *Session) checkLiveness() {
 		s.suspect(serious)
 		return
 	}
-	s.armLiveness(wait - quiet)
+	s.rearm(wait - quiet)
 }
 
 // armSYNACK starts a stream's SYNACK deadline.

@@ -165,6 +165,7 @@ type Session struct {
 	dataSeen       atomic.Bool  // stream data arrived (client): a v2 server would have sent ServerSettings first
 	liveMu         sync.Mutex
 	liveTimer      *time.Timer
+	liveAt         time.Time // when liveTimer fires; guarded by liveMu
 	wdeadline      time.Time // last write deadline set; guarded by wtoken
 	synackTimeout  time.Duration
 	probeTimeout   time.Duration
@@ -895,6 +896,7 @@ func (s *Session) onFIN(sid uint32) {
 	s.mu.Unlock()
 	if st != nil {
 		st.terminate(io.EOF, false)
+		s.streamGone()
 	}
 }
 
@@ -968,12 +970,14 @@ func (s *Session) alert(text string) {
 // was still registered (and so whether the peer still knows it).
 func (s *Session) removeStream(st *Stream) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.streams[st.id] == st {
-		delete(s.streams, st.id)
-		return true
+	if s.streams[st.id] != st {
+		s.mu.Unlock()
+		return false
 	}
-	return false
+	delete(s.streams, st.id)
+	s.mu.Unlock()
+	s.streamGone()
+	return true
 }
 
 func (s *Session) String() string {
