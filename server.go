@@ -79,11 +79,16 @@ type ServerConfig struct {
 	// DenyPrivateDestinations refuses private ranges as well (10/8,
 	// 172.16/12, 192.168/16, 100.64/10, fc00::/7, fec0::/10). Default off.
 	DenyPrivateDestinations bool
+	// MaxSessions bounds the authenticated sessions carried at once
+	// (default 4096, DefaultMaxSessions). A client beyond it gets an Alert
+	// and its connection is closed, with a warning in the log.
+	MaxSessions int
 	// MaxStreamsPerSession bounds the streams open at once on one session
-	// (default 1024).
+	// (default 1024); a SYN beyond it is answered with FIN and logged.
 	MaxStreamsPerSession int
 	// StreamBuffer and SessionBuffer bound buffered received data (defaults
-	// 4 MiB per stream, 32 MiB per session).
+	// 4 MiB per stream, 32 MiB per session). A stream over its bound is
+	// held (alone on its session) or reset (with siblings), with a log line.
 	StreamBuffer  int
 	SessionBuffer int
 	// HalfCloseIdle bounds the silence of a relay after one side finished
@@ -136,7 +141,7 @@ func (c *ServerConfig) Validate() error {
 	if c.LocalDestinations < LocalAuto || c.LocalDestinations > LocalDeny {
 		errs = append(errs, fmt.Errorf("unknown local destination policy %d", int(c.LocalDestinations)))
 	}
-	if c.MaxStreamsPerSession < 0 || c.StreamBuffer < 0 || c.SessionBuffer < 0 {
+	if c.MaxSessions < 0 || c.MaxStreamsPerSession < 0 || c.StreamBuffer < 0 || c.SessionBuffer < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -159,11 +164,13 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
+	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
+	conns     map[net.Conn]struct{} // not (yet) trusted
+	sessions  map[*liveSession]struct{}
 	closed    bool
-	wg        sync.WaitGroup
+	draining  bool
+	wg        sync.WaitGroup // connections and streams being served
 }
 
 // NewServer validates cfg and returns a server.
@@ -180,6 +187,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.DestinationTimeout == 0 {
 		cfg.DestinationTimeout = DefaultDestinationTimeout
 	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -193,6 +203,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		dial:      cfg.Dial,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
+		sessions:  map[*liveSession]struct{}{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.dial == nil {
@@ -231,13 +242,15 @@ func (s *Server) SetPaddingScheme(text []byte) error {
 // PaddingSchemeMD5 returns the md5 of the scheme pushed to clients.
 func (s *Server) PaddingSchemeMD5() string { return s.scheme.Load().MD5() }
 
-// Serve accepts connections on ln until Close. Temporary accept errors
-// (such as running out of file descriptors) are retried with a backoff.
+// Serve accepts connections on ln until Shutdown or Close, and then returns
+// ErrServerClosed. Accept errors (such as running out of file descriptors)
+// are retried with a backoff; only a listener closed by someone else ends
+// Serve early, with its error.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.draining {
 		s.mu.Unlock()
-		return net.ErrClosed
+		return ErrServerClosed
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
@@ -253,8 +266,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if s.ctx.Err() != nil {
-				return nil
+			if s.stopping() {
+				return ErrServerClosed
 			}
 			if errors.Is(err, net.ErrClosed) {
 				return err
@@ -264,12 +277,15 @@ func (s *Server) Serve(ln net.Listener) error {
 			select {
 			case <-time.After(backoff):
 			case <-s.ctx.Done():
-				return nil
+				return ErrServerClosed
 			}
 			continue
 		}
 		backoff = 0
-		s.wg.Add(1)
+		if !s.begin() {
+			conn.Close()
+			return ErrServerClosed
+		}
 		go func() {
 			defer s.wg.Done()
 			s.serveConn(conn, out)
@@ -277,11 +293,18 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// stopping reports whether Shutdown or Close has begun.
+func (s *Server) stopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed || s.draining
+}
+
 func (s *Server) track(c net.Conn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
-		if s.closed {
+		if s.closed || s.draining {
 			return false
 		}
 		s.conns[c] = struct{}{}
@@ -291,8 +314,8 @@ func (s *Server) track(c net.Conn, add bool) bool {
 	return true
 }
 
-// Close stops every listener and connection and waits for the server's
-// goroutines to exit.
+// Close stops every listener and connection at once and waits for the
+// server's goroutines to exit. See Shutdown for a graceful stop.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -310,14 +333,18 @@ func (s *Server) Close() error {
 
 // ServeConn serves one accepted connection until it ends. The destination
 // policy for its streams follows the connection's local address (see
-// LocalDestinations). It must not be called after Close.
+// LocalDestinations). After Shutdown or Close it closes raw at once.
 func (s *Server) ServeConn(raw net.Conn) {
+	if !s.begin() {
+		raw.Close()
+		return
+	}
+	defer s.wg.Done()
 	s.serveConn(raw, s.outboundFor(raw.LocalAddr()))
 }
 
+// serveConn serves one connection; the caller counts it in s.wg.
 func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
-	s.wg.Add(1)
-	defer s.wg.Done()
 	defer raw.Close()
 	if !s.track(raw, true) {
 		return
@@ -331,24 +358,36 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 	}
 	raw.SetDeadline(time.Time{})
 	log := s.log.With("remote", remote, "user", user)
-	log.Debug("session started")
-	sess := session.NewServer(conn, session.Config{
+	ls := &liveSession{}
+	ls.sess = session.NewServer(conn, session.Config{
 		ServerScheme:  s.scheme.Load,
 		MaxStreams:    s.cfg.MaxStreamsPerSession,
 		StreamBuffer:  s.cfg.StreamBuffer,
 		SessionBuffer: s.cfg.SessionBuffer,
 		Logger:        log,
 		OnStream: func(st *session.Stream) {
-			s.wg.Add(1) // in the read loop, while ServeConn still counts
+			s.wg.Add(1) // in the read loop, while serveConn still counts
 			go func() {
 				defer s.wg.Done()
+				if !s.streamStarted(ls) {
+					st.SendSYNACK(ErrServerClosed)
+					st.Close()
+					return
+				}
+				defer s.streamEnded(ls)
 				s.serveStream(st, out, log)
 			}()
 		},
 	})
-	stop := context.AfterFunc(s.ctx, sess.Abort)
+	if err := s.addSession(ls, raw); err != nil {
+		s.refuseSession(conn, err, remote, user)
+		return
+	}
+	defer s.removeSession(ls)
+	log.Debug("session started")
+	stop := context.AfterFunc(s.ctx, ls.sess.Abort)
 	defer stop()
-	err := sess.Serve()
+	err := ls.sess.Serve()
 	log.Debug("session ended", "err", err)
 }
 
@@ -379,7 +418,12 @@ func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog
 	dst, err := wire.ReadAddr(st, wire.SOCKS)
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
-		log.Debug("reading stream destination failed", "stream", st.ID(), "err", err)
+		if isTimeout(err) {
+			log.Info("stream closed: no destination within the destination timeout", "stream", st.ID(),
+				"timeout", s.cfg.DestinationTimeout)
+		} else {
+			log.Debug("reading stream destination failed", "stream", st.ID(), "err", err)
+		}
 		return
 	}
 	if ok, legacy := uot.Magic(dst); ok {

@@ -1,0 +1,187 @@
+package anytls_test
+
+import (
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	anytls "github.com/anytls-suite/anytls"
+	"github.com/anytls-suite/anytls/internal/wire"
+)
+
+// A client beyond MaxSessions gets an Alert and a close; the server logs it
+// and takes the next client once a session has ended.
+func TestMaxSessions(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	rec := newLogRecorder()
+	addr, srv, pin := startServer(t, func(c *anytls.ServerConfig) {
+		c.MaxSessions = 2
+		c.Logger = rec.logger()
+	})
+	first, second := dialRaw(t, addr), dialRaw(t, addr)
+	for _, r := range []*rawClient{first, second} {
+		r.writeChunks(preamble(testPassword, 30), 64)
+		r.settings()
+		r.echoStream(1, echo, "session within the limit")
+	}
+	if n := srv.Stats().Sessions; n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+	// our client, third, is told why
+	c := newClient(t, addr, pin, nil)
+	conn, err := c.DialContext(testContext(t, 30*time.Second), "tcp", echo)
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	var alert *anytls.AlertError
+	if !errors.As(err, &alert) {
+		t.Fatalf("third session: %v, want an Alert", err)
+	}
+	t.Logf("third session: %v", err)
+	rec.wait(t, 10*time.Second, 1, "session refused: limit reached", "user", "tester", "limit", "2")
+
+	first.conn.Close()
+	waitFor(t, 10*time.Second, "the first session to end", func() bool { return srv.Stats().Sessions == 1 })
+	conn, err = c.DialContext(testContext(t, 30*time.Second), "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoRoundTrip(t, conn, []byte("room again"))
+	conn.Close()
+}
+
+// A stream whose destination does not come within DestinationTimeout is
+// closed with a log line; its session carries on.
+func TestDestinationTimeout(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	rec := newLogRecorder()
+	addr, _, _ := startServer(t, func(c *anytls.ServerConfig) {
+		c.DestinationTimeout = 200 * time.Millisecond
+		c.Logger = rec.logger()
+	})
+	r := dialRaw(t, addr)
+	r.writeChunks(preamble(testPassword, 30), 64)
+	r.settings()
+	r.writeFrame(wire.CmdSYN, 1, nil)
+	r.expect(wire.CmdFIN, 1)
+	rec.wait(t, 10*time.Second, 1, "stream closed: no destination within the destination timeout", "user", "tester")
+	r.echoStream(2, echo, "the session lives on")
+}
+
+// 100,000 SYNs without a destination on one session: at most
+// MaxStreamsPerSession streams are opened, the rest are refused with FIN
+// and a log line each, and the server's memory stays bounded.
+func TestSYNFlood(t *testing.T) {
+	checkLeaks(t)
+	const (
+		syns  = 100_000
+		limit = 1024 // session.DefaultMaxStreams
+		batch = 4096
+	)
+	echo := startEcho(t)
+	rec := newLogRecorder("refusing stream: limit reached")
+	addr, srv, pin := startServer(t, func(c *anytls.ServerConfig) {
+		c.DestinationTimeout = 5 * time.Minute // none may end during the flood
+		c.Logger = rec.logger()
+	})
+	before := memInUse()
+	goroutines := runtime.NumGoroutine()
+
+	r := dialRaw(t, addr)
+	r.conn.SetDeadline(time.Now().Add(5 * time.Minute))
+	r.writeChunks(preamble(testPassword, 30), 64)
+	r.settings()
+	var fins atomic.Int64
+	finCh := make(chan struct{}, 1)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			cmd, _, _, err := r.readFrame()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			if cmd == wire.CmdFIN {
+				fins.Add(1)
+				select {
+				case finCh <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	frames := make([]byte, 0, batch*wire.HeaderLen)
+	for sent := 0; sent < syns; {
+		frames = frames[:0]
+		for i := 0; i < batch && sent < syns; i++ {
+			sent++
+			frames, _ = wire.AppendHeader(frames, wire.CmdSYN, uint32(sent), 0)
+		}
+		if _, err := r.conn.Write(frames); err != nil {
+			t.Fatalf("after %d SYNs: %v", sent, err)
+		}
+		// the refusals (FINs) must keep pace before the next batch: a
+		// client that reads nothing is a different test
+		for int(fins.Load()) < sent-limit {
+			select {
+			case <-finCh:
+			case err := <-readErr:
+				t.Fatalf("after %d SYNs and %d FINs: %v", sent, fins.Load(), err)
+			case <-time.After(60 * time.Second):
+				t.Fatalf("after %d SYNs only %d FINs", sent, fins.Load())
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	rec.wait(t, 30*time.Second, syns-limit, "refusing stream: limit reached")
+	stats := srv.Stats()
+	after := memInUse()
+	growth := int64(after) - int64(before)
+	t.Logf("%d SYNs in %v: %d refused with FIN, %d streams open; heap+stacks in use %.1f MB -> %.1f MB (growth %.1f MB), goroutines %d -> %d",
+		syns, elapsed.Round(time.Millisecond), fins.Load(), stats.Streams, mb(before), mb(after), float64(growth)/(1<<20),
+		goroutines, runtime.NumGoroutine())
+	if n := fins.Load(); n != syns-limit {
+		t.Errorf("%d FINs, want %d", n, syns-limit)
+	}
+	if stats.Streams != limit {
+		t.Errorf("%d streams open, want the limit %d", stats.Streams, limit)
+	}
+	if growth > 50<<20 {
+		t.Errorf("memory grew by %.1f MB, want under 50 MB", float64(growth)/(1<<20))
+	}
+	if n := rec.count("refusing stream: limit reached"); n != syns-limit {
+		t.Errorf("%d refusals logged, want %d", n, syns-limit)
+	}
+
+	// the flood ends with its session; a real client is served throughout
+	r.conn.Close()
+	waitFor(t, 30*time.Second, "the flooding session's streams to end", func() bool {
+		s := srv.Stats()
+		return s.Streams == 0 && s.Sessions == 0
+	})
+	c := newClient(t, addr, pin, nil)
+	conn, err := c.DialContext(testContext(t, 30*time.Second), "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoRoundTrip(t, conn, []byte("after the flood"))
+	conn.Close()
+}
+
+// memInUse returns the bytes of heap and goroutine stacks in use, after a
+// collection.
+func memInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse
+}
+
+func mb(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -1,0 +1,198 @@
+package anytls
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"github.com/anytls-suite/anytls/internal/session"
+	"github.com/anytls-suite/anytls/internal/wire"
+)
+
+// Server limits and shutdown defaults.
+const (
+	// DefaultMaxSessions bounds the authenticated sessions a server carries
+	// at once. An idle session costs about 30 KiB (a goroutine, TLS and
+	// frame buffers); one that moved data may keep up to ~300 KiB of
+	// buffers; the receive buffers of busy streams come on top (bounded by
+	// SessionBuffer).
+	DefaultMaxSessions = 4096
+	// DefaultDrainTimeout is how long anytls-server lets live streams finish
+	// after SIGTERM or SIGINT (Shutdown's context) before it closes them.
+	DefaultDrainTimeout = 30 * time.Second
+)
+
+// Server errors. Match them with errors.Is.
+var (
+	// ErrTooManySessions refuses an authenticated client while the server
+	// carries MaxSessions sessions; the client gets an Alert saying so.
+	ErrTooManySessions = errors.New("anytls: server session limit reached")
+	// ErrServerClosed is returned by Serve after Shutdown or Close, and
+	// refuses new streams on a draining server.
+	ErrServerClosed = errors.New("anytls: server closed")
+)
+
+// alertBusy is the Alert text for a client refused by the session limit.
+const alertBusy = "server is at its session limit; try again later"
+
+// ServerStats counts what a server carries at one moment.
+type ServerStats struct {
+	// Pending counts connections not (yet) trusted: in the TLS handshake
+	// or the preamble, answered as a web server, or relayed to the fallback.
+	Pending int
+	// Sessions counts authenticated sessions.
+	Sessions int
+	// Streams counts the streams being served (TCP relays and UDP
+	// associations, including those still waiting for their destination).
+	Streams int
+}
+
+// liveSession is an authenticated session the server carries.
+type liveSession struct {
+	sess    *session.Session
+	streams int // streams being served; guarded by Server.mu
+}
+
+// Stats returns the server's current counts.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := ServerStats{Pending: len(s.conns), Sessions: len(s.sessions)}
+	for ls := range s.sessions {
+		st.Streams += ls.streams
+	}
+	return st
+}
+
+// begin counts a goroutine that serves a connection in s.wg, unless the
+// server is closed or draining. Adding under mu keeps every Add before the
+// Wait of Close or Shutdown.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.draining {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// addSession registers an authenticated session on raw, which is no longer
+// a pending connection, or refuses it when the server is draining or at
+// MaxSessions.
+func (s *Server) addSession(ls *liveSession, raw net.Conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.draining {
+		return ErrServerClosed
+	}
+	if len(s.sessions) >= s.cfg.MaxSessions {
+		return ErrTooManySessions
+	}
+	delete(s.conns, raw)
+	s.sessions[ls] = struct{}{}
+	return nil
+}
+
+func (s *Server) removeSession(ls *liveSession) {
+	s.mu.Lock()
+	delete(s.sessions, ls)
+	s.mu.Unlock()
+}
+
+// streamStarted counts a stream of ls; it reports false, counting nothing,
+// when the server is draining: the stream must be refused.
+func (s *Server) streamStarted(ls *liveSession) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining || s.closed {
+		return false
+	}
+	ls.streams++
+	return true
+}
+
+// streamEnded uncounts a stream; a draining server closes the session with
+// its last stream.
+func (s *Server) streamEnded(ls *liveSession) {
+	s.mu.Lock()
+	ls.streams--
+	last := s.draining && ls.streams == 0
+	s.mu.Unlock()
+	if last {
+		ls.sess.Abort()
+	}
+}
+
+// refuseSession tells an authenticated client that the server cannot take
+// its session, with an Alert, and logs why.
+func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
+	if errors.Is(err, ErrServerClosed) {
+		s.log.Debug("session refused: server shutting down", "remote", remote, "user", user)
+		return
+	}
+	s.log.Warn("session refused: limit reached", "remote", remote, "user", user, "limit", s.cfg.MaxSessions)
+	frame, _ := wire.AppendFrame(nil, wire.CmdAlert, 0, []byte(alertBusy))
+	conn.SetWriteDeadline(time.Now().Add(session.DefaultAlertTimeout))
+	conn.Write(frame)
+}
+
+// Shutdown stops the server gracefully: it closes the listeners (Serve
+// returns ErrServerClosed) and every connection that is not an
+// authenticated session (handshakes, fallback relays), closes sessions
+// without streams at once, refuses new streams (an error SYNACK, "server
+// shutting down"), and closes each remaining session when its last stream
+// ends. It returns nil once every session has ended, or, when ctx ends
+// first, closes everything as Close does and returns ctx's error. Either
+// way no goroutine of the server is left when it returns.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.draining = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	var idle []*session.Session
+	streams := 0
+	for ls := range s.sessions {
+		if ls.streams == 0 {
+			idle = append(idle, ls.sess)
+		}
+		streams += ls.streams
+	}
+	sessions := len(s.sessions)
+	s.mu.Unlock()
+	s.log.Info("shutting down: draining", "sessions", sessions, "streams", streams)
+	for _, sess := range idle {
+		sess.Abort()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.Close()
+		s.log.Info("shutdown complete")
+		return nil
+	case <-ctx.Done():
+		left := s.Stats()
+		s.log.Warn("drain timeout: closing the remaining sessions", "sessions", left.Sessions, "streams", left.Streams)
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// isTimeout reports whether err is a deadline that passed.
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
