@@ -1,7 +1,6 @@
 package anytls_test
 
 import (
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -77,8 +76,8 @@ func BenchmarkIdleHeartbeatCost(b *testing.B) {
 		pct := float64(per) * perSec / float64(time.Second) * 100
 		b.ReportMetric(float64(per.Nanoseconds())/1000, "µs/heartbeat")
 		b.ReportMetric(pct, "%CPU@1000idle")
-		b.Log(fmt.Sprintf("idle CPU over %v: %v without heartbeats, %v with %d sessions probed every %v; "+
+		b.Logf("idle CPU over %v: %v without heartbeats, %v with %d sessions probed every %v; "+
 			"%v per heartbeat; 1,000 idle sessions at the default %v interval: %.4f%% of one core",
-			window, base, busy, n, fast, per, anytls.DefaultIdleHeartbeat, pct))
+			window, base, busy, n, fast, per, anytls.DefaultIdleHeartbeat, pct)
 	}
 }

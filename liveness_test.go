@@ -28,7 +28,7 @@ func fastLiveness(cfg *anytls.ClientConfig) {
 }
 
 // readErrWithin reads from conn until an error, which must come within d.
-func readErrWithin(t *testing.T, conn net.Conn, d time.Duration) (error, time.Duration) {
+func readErrWithin(t *testing.T, conn net.Conn, d time.Duration) (time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	conn.SetReadDeadline(start.Add(d))
@@ -39,7 +39,7 @@ func readErrWithin(t *testing.T, conn net.Conn, d time.Duration) (error, time.Du
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("no error within %v: the stream hangs", d)
 	}
-	return err, time.Since(start)
+	return time.Since(start), err
 }
 
 // A stream in flight on a session whose path freezes fails once a probe goes
@@ -61,7 +61,7 @@ func TestFrozenSessionDetected(t *testing.T) {
 	echoRoundTrip(t, conn, []byte("before the freeze"))
 	mb.freezeExisting()
 
-	err, took := readErrWithin(t, conn, 10*time.Second)
+	took, err := readErrWithin(t, conn, 10*time.Second)
 	if !errors.Is(err, anytls.ErrSessionClosed) || !errors.Is(err, session.ErrHeartbeatTimeout) {
 		t.Fatalf("stream error = %v, want the session closed for an unanswered heartbeat", err)
 	}
@@ -106,7 +106,7 @@ func TestRequestOnFrozenPooledSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Write([]byte("request into the void"))
-	err, _ = readErrWithin(t, conn, 10*time.Second)
+	_, err = readErrWithin(t, conn, 10*time.Second)
 	conn.Close()
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
@@ -183,7 +183,7 @@ func TestSlowButAliveSessionSurvives(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow.Write([]byte("x"))
-	err, _ = readErrWithin(t, slow, 10*time.Second)
+	_, err = readErrWithin(t, slow, 10*time.Second)
 	slow.Close()
 	if !errors.Is(err, session.ErrSYNACKTimeout) {
 		t.Fatalf("slow dial: %v, want ErrSYNACKTimeout", err)

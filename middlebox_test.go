@@ -17,7 +17,6 @@ type middlebox struct {
 
 	mu         sync.Mutex
 	conns      []*mbConn
-	freezeNew  bool
 	delay      time.Duration
 	dials      int
 	wg         sync.WaitGroup
@@ -78,7 +77,6 @@ func (m *middlebox) accept() {
 			out.Close()
 			return
 		}
-		c.frozen = m.freezeNew
 		m.conns = append(m.conns, c)
 		m.everything = append(m.everything, in, out)
 		m.dials++
@@ -148,19 +146,10 @@ func (m *middlebox) freezeExisting() {
 	}
 }
 
-// freezeEverything also freezes connections made from now on.
-func (m *middlebox) freezeEverything() {
-	m.mu.Lock()
-	m.freezeNew = true
-	m.mu.Unlock()
-	m.freezeExisting()
-}
-
 // thaw lets traffic flow again everywhere.
 func (m *middlebox) thaw() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.freezeNew = false
 	for _, c := range m.conns {
 		c.set(false)
 	}
