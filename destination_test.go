@@ -108,15 +108,7 @@ func TestDestinationPolicyAuto(t *testing.T) {
 	checkLeaks(t)
 	echo := startEcho(t)
 	rec := newLogRecorder()
-	tc, pin := serverTLS(t)
-	srv, err := anytls.NewServer(anytls.ServerConfig{
-		Users:     []anytls.User{{Name: "tester", Password: testPassword}},
-		TLSConfig: tc,
-		Logger:    rec.logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, pin := newServer(t, func(c *anytls.ServerConfig) { c.Logger = rec.logger() })
 	ln := listen(t)
 	serveOn(t, srv, &addrListener{Listener: ln, addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443}})
 	rec.wait(t, 10*time.Second, 1, "destination policy", "policy", "deny local", "local_destinations", "auto")

@@ -66,19 +66,7 @@ func listen(t testing.TB) net.Listener {
 // startServer runs our server on loopback with real TLS.
 func startServer(t testing.TB, mod func(*anytls.ServerConfig)) (addr string, srv *anytls.Server, pin []byte) {
 	t.Helper()
-	tc, pin := serverTLS(t)
-	cfg := anytls.ServerConfig{
-		Users:     []anytls.User{{Name: "tester", Password: testPassword}},
-		TLSConfig: tc,
-		Logger:    testLogger(t).With("side", "server"),
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	srv, err := anytls.NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, pin = newServer(t, mod)
 	ln := listen(t)
 	serveOn(t, srv, ln)
 	return ln.Addr().String(), srv, pin

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	anytls "github.com/anytls-suite/anytls"
+	"github.com/anytls-suite/anytls/internal/testnet"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -35,29 +36,26 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 // each connection, which is closed after it.
 func serveTCP(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
-	ln := listen(t)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return testnet.Serve(t, handle)
+}
+
+// newServer builds a server as startServer does, without serving it.
+func newServer(t testing.TB, mod func(*anytls.ServerConfig)) (*anytls.Server, []byte) {
+	t.Helper()
+	tc, pin := serverTLS(t)
+	cfg := anytls.ServerConfig{
+		Users:     []anytls.User{{Name: "tester", Password: testPassword}},
+		TLSConfig: tc,
+		Logger:    testLogger(t).With("side", "server"),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := anytls.NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, pin
 }
 
 // serveOn runs srv.Serve(ln) until the test ends, then closes the server.

@@ -122,8 +122,28 @@ func (s *Server) streamEnded(ls *liveSession) {
 	last := s.draining && ls.streams == 0
 	s.mu.Unlock()
 	if last {
-		ls.sess.Abort()
+		s.closeDrained(ls)
 	}
+}
+
+// closeDrained closes a session of a draining server once what it has
+// queued, the FIN of its last stream above all, is on the wire: a Ping goes
+// out behind it. A v2 client's answer also shows that it has read
+// everything, so that closing cannot reset data it has not read yet; a v1
+// client never answers, and gets a short grace instead.
+func (s *Server) closeDrained(ls *liveSession) {
+	s.wg.Add(1) // by a goroutine that the server still counts
+	go func() {
+		defer s.wg.Done()
+		wait := 200 * time.Millisecond
+		if ls.sess.PeerVersion() >= 2 {
+			wait = 2 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, wait)
+		ls.sess.Ping(ctx)
+		cancel()
+		ls.sess.Abort()
+	}()
 }
 
 // refuseSession tells an authenticated client that the server cannot take
@@ -161,19 +181,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		c.Close()
 	}
-	var idle []*session.Session
+	var idle []*liveSession
 	streams := 0
 	for ls := range s.sessions {
 		if ls.streams == 0 {
-			idle = append(idle, ls.sess)
+			idle = append(idle, ls)
 		}
 		streams += ls.streams
 	}
 	sessions := len(s.sessions)
 	s.mu.Unlock()
 	s.log.Info("shutting down: draining", "sessions", sessions, "streams", streams)
-	for _, sess := range idle {
-		sess.Abort()
+	for _, ls := range idle {
+		s.closeDrained(ls)
 	}
 	done := make(chan struct{})
 	go func() {
