@@ -300,6 +300,9 @@ func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session
 	conn := tls.Client(raw, c.tls)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("TLS handshake with server %s: no answer within %v: %w", c.cfg.Server, c.cfg.DialTimeout, err)
+		}
 		return nil, fmt.Errorf("TLS handshake with server %s: %w", c.cfg.Server, err)
 	}
 	scheme := c.scheme.Load()

@@ -42,10 +42,19 @@ func readErrWithin(t *testing.T, conn net.Conn, d time.Duration) (time.Duration,
 	return time.Since(start), err
 }
 
-// A stream in flight on a session whose path freezes fails once a probe goes
-// unanswered (QuietTimeout + HeartbeatTimeout), the dead session leaves the
+// A stream in flight on a session whose path freezes (both ways, or in one
+// direction only) fails once a probe goes unanswered (QuietTimeout + HeartbeatTimeout), the dead session leaves the
 // pool, and the next connection works on a fresh session.
 func TestFrozenSessionDetected(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		dirs int
+	}{{"both-ways", bothWays}, {"upstream", upstream}, {"downstream", downstream}} {
+		t.Run(tc.name, func(t *testing.T) { testFrozenSession(t, tc.dirs) })
+	}
+}
+
+func testFrozenSession(t *testing.T, dirs int) {
 	checkLeaks(t)
 	echo := startEcho(t)
 	addr, _, pin := startServer(t, nil)
@@ -59,7 +68,7 @@ func TestFrozenSessionDetected(t *testing.T) {
 	}
 	defer conn.Close()
 	echoRoundTrip(t, conn, []byte("before the freeze"))
-	mb.freezeExisting()
+	mb.freezeExisting(dirs)
 
 	took, err := readErrWithin(t, conn, 10*time.Second)
 	if !errors.Is(err, anytls.ErrSessionClosed) || !errors.Is(err, session.ErrHeartbeatTimeout) {
@@ -98,7 +107,7 @@ func TestRequestOnFrozenPooledSession(t *testing.T) {
 	}
 	echoRoundTrip(t, conn, []byte("warm up"))
 	conn.Close()
-	mb.freezeExisting()
+	mb.freezeExisting(bothWays)
 
 	start := time.Now()
 	conn, err = c.DialContext(ctx, "tcp", echo)
@@ -365,4 +374,40 @@ func TestInteropHeartbeatsWithSingServer(t *testing.T) {
 	if n := mb.connections(); n != 1 {
 		t.Fatalf("%d connections: probes to the sing-anytls server went unanswered", n)
 	}
+}
+
+// A server that accepts TCP but never completes the TLS handshake fails the
+// user's request within the dial timeout.
+func TestServerThatNeverHandshakes(t *testing.T) {
+	checkLeaks(t)
+	ln := listen(t)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		select {
+		case c := <-accepted:
+			c.Close()
+		default:
+		}
+	})
+	c := newClient(t, ln.Addr().String(), nil, func(cfg *anytls.ClientConfig) {
+		cfg.InsecureSkipVerify = true
+		cfg.DialTimeout = time.Second
+	})
+	start := time.Now()
+	_, err := c.DialContext(testContext(t, 30*time.Second), "tcp", "127.0.0.1:9")
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("dial through a server that never handshakes succeeded")
+	}
+	if took > 5*time.Second {
+		t.Fatalf("failed after %v, want about the 1s dial timeout", took)
+	}
+	t.Logf("failed after %v: %v", took.Round(time.Millisecond), err)
 }

@@ -27,20 +27,20 @@ type middlebox struct {
 type mbConn struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
-	frozen bool
+	frozen [2]bool // [0]: client to server, [1]: server to client
 }
 
-func (c *mbConn) wait() {
+func (c *mbConn) wait(dir int) {
 	c.mu.Lock()
-	for c.frozen {
+	for c.frozen[dir] {
 		c.cond.Wait()
 	}
 	c.mu.Unlock()
 }
 
-func (c *mbConn) set(frozen bool) {
+func (c *mbConn) set(dir int, frozen bool) {
 	c.mu.Lock()
-	c.frozen = frozen
+	c.frozen[dir] = frozen
 	c.cond.Broadcast()
 	c.mu.Unlock()
 }
@@ -83,15 +83,15 @@ func (m *middlebox) accept() {
 		delay := m.delay
 		m.mu.Unlock()
 		m.wg.Add(2)
-		go m.pump(c, in, out, delay)
-		go m.pump(c, out, in, delay)
+		go m.pump(c, 0, in, out, delay)
+		go m.pump(c, 1, out, in, delay)
 	}
 }
 
 // pump forwards src to dst, holding while the connection is frozen. With a
 // delay, every chunk leaves delay after it arrived (a pipeline, as on a long
 // path, not a queue of sleeps).
-func (m *middlebox) pump(c *mbConn, src, dst net.Conn, delay time.Duration) {
+func (m *middlebox) pump(c *mbConn, dir int, src, dst net.Conn, delay time.Duration) {
 	defer m.wg.Done()
 	type chunk struct {
 		b  []byte
@@ -103,7 +103,7 @@ func (m *middlebox) pump(c *mbConn, src, dst net.Conn, delay time.Duration) {
 		defer close(done)
 		for ch := range out {
 			time.Sleep(time.Until(ch.at))
-			c.wait() // frozen: what was read is held too
+			c.wait(dir) // frozen: what was read is held too
 			if ch.b == nil {
 				if tc, ok := dst.(*net.TCPConn); ok {
 					tc.CloseWrite()
@@ -121,7 +121,7 @@ func (m *middlebox) pump(c *mbConn, src, dst net.Conn, delay time.Duration) {
 		<-done
 	}()
 	for {
-		c.wait()
+		c.wait(dir)
 		buf := make([]byte, 32<<10)
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -137,12 +137,24 @@ func (m *middlebox) pump(c *mbConn, src, dst net.Conn, delay time.Duration) {
 	}
 }
 
-// freezeExisting stops all traffic on the connections made so far.
-func (m *middlebox) freezeExisting() {
+// Directions to freeze.
+const (
+	upstream   = 1 << 0 // client to server
+	downstream = 1 << 1 // server to client
+	bothWays   = upstream | downstream
+)
+
+// freezeExisting stops traffic in the given directions on the connections
+// made so far; new connections flow.
+func (m *middlebox) freezeExisting(dirs int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.conns {
-		c.set(true)
+		for d := 0; d < 2; d++ {
+			if dirs&(1<<d) != 0 {
+				c.set(d, true)
+			}
+		}
 	}
 }
 
@@ -151,7 +163,8 @@ func (m *middlebox) thaw() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.conns {
-		c.set(false)
+		c.set(0, false)
+		c.set(1, false)
 	}
 }
 
