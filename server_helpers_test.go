@@ -181,6 +181,20 @@ func (e logEvent) match(kv []string) bool {
 	return true
 }
 
+// find returns the kept records with message msg (and attributes as in
+// count).
+func (r *logRecorder) find(msg string, kv ...string) []logEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []logEvent
+	for _, e := range r.events {
+		if e.msg == msg && e.match(kv) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // wait blocks until at least n records match (see count), or fails the test
 // after timeout.
 func (r *logRecorder) wait(t testing.TB, timeout time.Duration, n int, msg string, kv ...string) {

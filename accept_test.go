@@ -1,0 +1,149 @@
+package anytls_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	anytls "github.com/anytls-suite/anytls"
+)
+
+// failingListener fails its first fails Accepts with the errors of errs in
+// turn, then accepts for real.
+type failingListener struct {
+	net.Listener
+	errs  []error
+	fails int32
+	calls atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if n := l.calls.Add(1); n <= l.fails {
+		return nil, l.errs[int(n-1)%len(l.errs)]
+	}
+	return l.Listener.Accept()
+}
+
+// The accept loop survives accept errors, temporary or not: it logs each,
+// backs off (5 ms doubling, at most 1 s) and serves again afterwards.
+func TestAcceptRetriesErrors(t *testing.T) {
+	checkLeaks(t)
+	const fails = 6
+	echo := startEcho(t)
+	rec := newLogRecorder()
+	srv, pin := newServer(t, func(c *anytls.ServerConfig) { c.Logger = rec.logger() })
+	ln := &failingListener{Listener: listen(t), fails: fails, errs: []error{
+		&net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)},
+		&net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.ENFILE)},
+		errors.New("something else entirely"),
+	}}
+	serveOn(t, srv, ln)
+	c := newClient(t, ln.Addr().String(), pin, nil)
+	conn, err := c.DialContext(testContext(t, 30*time.Second), "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoRoundTrip(t, conn, []byte("served after the errors"))
+	conn.Close()
+	logged := rec.find("accept failed; retrying")
+	if len(logged) != fails {
+		t.Fatalf("%d accept errors logged, want %d", len(logged), fails)
+	}
+	want := []string{"5ms", "10ms", "20ms", "40ms", "80ms", "160ms"}
+	for i, e := range logged {
+		if e.attrs["backoff"] != want[i] {
+			t.Errorf("backoff %d = %s, want %s", i, e.attrs["backoff"], want[i])
+		}
+	}
+	if got := logged[0].attrs["err"]; got == "" {
+		t.Error("the error is not logged")
+	}
+}
+
+// Out of file descriptors, accept fails with EMFILE: the server backs off
+// instead of exiting, picks the waiting connection up once descriptors are
+// free, closes it at the deadline like any stranger, and serves a real
+// client, all under the lowered limit.
+func TestAcceptSurvivesEMFILE(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	rec := newLogRecorder()
+	addr, _, pin := startServer(t, func(c *anytls.ServerConfig) {
+		c.AuthTimeout = time.Second
+		c.Logger = rec.logger()
+	})
+	c := newClient(t, addr, pin, nil)
+	ctx := testContext(t, 60*time.Second)
+	conn, err := c.DialContext(ctx, "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoRoundTrip(t, conn, []byte("before the limit"))
+	// kept open: a closing connection would free descriptors at some
+	// moment in the middle of the count below
+	defer conn.Close()
+
+	// a limit a little above what is open, then every descriptor but one
+	// taken by files
+	var saved syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+		t.Skipf("getrlimit: %v", err)
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors: %v", err)
+	}
+	low := saved
+	low.Cur = uint64(len(entries) + 64)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("setrlimit: %v", err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved)
+	var files []*os.File
+	closeFiles := func() {
+		for _, f := range files {
+			f.Close()
+		}
+		files = nil
+	}
+	defer closeFiles()
+	for {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			if !errors.Is(err, syscall.EMFILE) {
+				t.Fatalf("filling the descriptor table: %v", err)
+			}
+			break
+		}
+		files = append(files, f)
+	}
+	files[len(files)-1].Close()
+	files = files[:len(files)-1]
+
+	// the stranger takes the last descriptor on our side; the kernel
+	// completes its connection, the server cannot accept it
+	stranger, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial with one descriptor left: %v", err)
+	}
+	defer stranger.Close()
+	rec.wait(t, 10*time.Second, 1, "accept failed; retrying", "err", "too many open files")
+	closeFiles()
+	start := time.Now()
+	stranger.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := stranger.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("stranger: %v, want a close at the deadline", err)
+	}
+	t.Logf("stranger closed %v after descriptors were free; accept errors logged: %d",
+		time.Since(start).Round(time.Millisecond), rec.count("accept failed; retrying"))
+	again, err := c.DialContext(ctx, "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoRoundTrip(t, again, []byte("under the low limit, after EMFILE"))
+	again.Close()
+}
