@@ -411,3 +411,30 @@ func TestServerThatNeverHandshakes(t *testing.T) {
 	}
 	t.Logf("failed after %v: %v", took.Round(time.Millisecond), err)
 }
+
+// The server closes a session that has no streams and sends nothing for its
+// idle timeout; the client drops it from its pool at once.
+func TestServerClosesIdleSession(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	addr, _, pin := startServer(t, func(cfg *anytls.ServerConfig) {
+		cfg.SessionIdleTimeout = 300 * time.Millisecond
+	})
+	c := newClient(t, addr, pin, func(cfg *anytls.ClientConfig) { cfg.IdleHeartbeat = -1 })
+	conn, err := c.DialContext(testContext(t, 20*time.Second), "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoRoundTrip(t, conn, []byte("then silence"))
+	conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if open, _ := c.Sessions(); open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server never closed the idle session")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

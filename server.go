@@ -27,6 +27,7 @@ const (
 	DefaultAuthTimeout        = 10 * time.Second
 	DefaultConnectTimeout     = 10 * time.Second
 	DefaultDestinationTimeout = 30 * time.Second
+	DefaultSessionIdleTimeout = session.DefaultServerIdle
 )
 
 // User is one account of the server.
@@ -94,6 +95,13 @@ type ServerConfig struct {
 	// HalfCloseIdle bounds the silence of a relay after one side finished
 	// (default 2m).
 	HalfCloseIdle time.Duration
+	// SessionIdleTimeout closes a session that has no streams and sent
+	// nothing for this long (default 5m; negative: never).
+	SessionIdleTimeout time.Duration
+	// WriteTimeout closes a session whose single write to the client stalls
+	// this long because the client stopped reading (default 2m; negative:
+	// never).
+	WriteTimeout time.Duration
 	// UDPIdleTimeout ends a UDP association (UDP over TCP) that carried no
 	// datagram for this long, and bounds the wait for its request (default
 	// 2m, DefaultUDPIdleTimeout).
@@ -364,6 +372,8 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 		MaxStreams:    s.cfg.MaxStreamsPerSession,
 		StreamBuffer:  s.cfg.StreamBuffer,
 		SessionBuffer: s.cfg.SessionBuffer,
+		IdleTimeout:   s.cfg.SessionIdleTimeout,
+		WriteTimeout:  s.cfg.WriteTimeout,
 		Logger:        log,
 		OnStream: func(st *session.Stream) {
 			s.wg.Add(1) // in the read loop, while serveConn still counts
