@@ -36,6 +36,8 @@ type fileConfig struct {
 	HalfCloseIdle      *duration `json:"half_close_idle"`
 	UDPIdleTimeout     *duration `json:"udp_idle_timeout"`
 	DrainTimeout       *duration `json:"drain_timeout"`
+	SessionIdleTimeout *duration `json:"session_idle_timeout"`
+	WriteTimeout       *duration `json:"write_timeout"`
 
 	MaxSessions          int `json:"max_sessions"`
 	MaxStreamsPerSession int `json:"max_streams_per_session"`
@@ -53,6 +55,8 @@ type fileUser struct {
 }
 
 // duration is a time.Duration written as "10s", "2m", "1h30m".
+// Negative values switch a mechanism off where the field says so
+// (session_idle_timeout, write_timeout) and are errors elsewhere.
 type duration time.Duration
 
 func (d *duration) UnmarshalJSON(b []byte) error {
@@ -63,9 +67,6 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		return err
-	}
-	if v < 0 {
-		return fmt.Errorf("duration %q is negative", s)
 	}
 	*d = duration(v)
 	return nil
@@ -94,6 +95,15 @@ func loadFile(path string) (*fileConfig, error) {
 	}
 	if _, err := fc.users(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for name, d := range map[string]*duration{
+		"auth_timeout": fc.AuthTimeout, "connect_timeout": fc.ConnectTimeout,
+		"destination_timeout": fc.DestinationTimeout, "half_close_idle": fc.HalfCloseIdle,
+		"udp_idle_timeout": fc.UDPIdleTimeout, "drain_timeout": fc.DrainTimeout,
+	} {
+		if d != nil && *d < 0 {
+			return nil, fmt.Errorf("%s: %s %v is negative", path, name, time.Duration(*d))
+		}
 	}
 	return &fc, nil
 }
@@ -171,6 +181,12 @@ func (fc *fileConfig) serverFields(cfg *anytls.ServerConfig) {
 	}
 	if fc.UDPIdleTimeout != nil {
 		cfg.UDPIdleTimeout = time.Duration(*fc.UDPIdleTimeout)
+	}
+	if fc.SessionIdleTimeout != nil {
+		cfg.SessionIdleTimeout = time.Duration(*fc.SessionIdleTimeout)
+	}
+	if fc.WriteTimeout != nil {
+		cfg.WriteTimeout = time.Duration(*fc.WriteTimeout)
 	}
 	cfg.MaxStreamsPerSession = fc.MaxStreamsPerSession
 	cfg.StreamBuffer = fc.StreamBuffer

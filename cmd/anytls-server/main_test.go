@@ -45,6 +45,7 @@ func TestConfigFileFields(t *testing.T) {
 		"fallback": "127.0.0.1:80", "padding_scheme": "scheme.txt", "log_level": "debug",
 		"auth_timeout": "7s", "connect_timeout": "3s", "destination_timeout": "20s",
 		"half_close_idle": "1m", "udp_idle_timeout": "90s", "drain_timeout": "45s",
+		"session_idle_timeout": "10m", "write_timeout": "-1s",
 		"max_sessions": 100, "max_streams_per_session": 64, "stream_buffer": 1048576, "session_buffer": 8388608,
 		"local_destinations": "deny", "deny_private_destinations": true
 	}`)
@@ -70,7 +71,8 @@ func TestConfigFileFields(t *testing.T) {
 	var cfg anytls.ServerConfig
 	fc.serverFields(&cfg)
 	if cfg.ConnectTimeout != 3*time.Second || cfg.DestinationTimeout != 20*time.Second || cfg.HalfCloseIdle != time.Minute ||
-		cfg.UDPIdleTimeout != 90*time.Second || cfg.MaxStreamsPerSession != 64 || cfg.StreamBuffer != 1<<20 || cfg.SessionBuffer != 8<<20 {
+		cfg.UDPIdleTimeout != 90*time.Second || cfg.SessionIdleTimeout != 10*time.Minute || cfg.WriteTimeout != -time.Second ||
+		cfg.MaxStreamsPerSession != 64 || cfg.StreamBuffer != 1<<20 || cfg.SessionBuffer != 8<<20 {
 		t.Errorf("server fields %+v", cfg)
 	}
 	users, err := fc.users()
