@@ -322,15 +322,17 @@ func (s *Session) fail(cause error) {
 		s.mu.Unlock()
 		s.conn.Close()
 		s.stopLiveness()
-		err := &closedError{cause: cause}
-		for _, st := range streams {
-			st.terminate(err, false)
-		}
 		if cause != nil && !errors.Is(cause, net.ErrClosed) {
 			s.log.Debug("session closed", "cause", cause)
 		}
+		// the owner (a pool) learns first, so that whoever sees a stream
+		// fail finds the session already gone from it
 		if s.cfg.OnClose != nil {
 			s.cfg.OnClose(cause)
+		}
+		err := &closedError{cause: cause}
+		for _, st := range streams {
+			st.terminate(err, false)
 		}
 	})
 }
