@@ -3,6 +3,7 @@ package anytls_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -437,4 +438,53 @@ func TestServerClosesIdleSession(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// The sing-anytls client answers a HeartRequest from the server side too.
+func TestInteropSingClientAnswersHeartbeat(t *testing.T) {
+	checkLeaks(t)
+	tc, _ := serverTLS(t)
+	ln := listen(t)
+	sessions := make(chan *session.Session, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		raw, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer raw.Close()
+		conn := tls.Server(raw, tc)
+		// the preamble: hash, padding length, padding
+		pre := make([]byte, 34)
+		if _, err := io.ReadFull(conn, pre); err != nil {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, conn, int64(pre[32])<<8|int64(pre[33])); err != nil {
+			return
+		}
+		sess := session.NewServer(conn, session.Config{
+			OnStream: func(st *session.Stream) { go st.SendSYNACK(nil) },
+		})
+		sessions <- sess
+		sess.Serve()
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	sc := newSingClient(t, ln.Addr().String())
+	ctx := testContext(t, 20*time.Second)
+	conn, err := sc.CreateProxy(ctx, M.ParseSocksaddr("127.0.0.1:9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sess := <-sessions
+	defer sess.Close()
+	rtt, err := sess.Ping(ctx)
+	if err != nil {
+		t.Fatalf("ping to the sing-anytls client: %v", err)
+	}
+	t.Logf("sing-anytls client answered a heartbeat in %v", rtt)
 }
