@@ -36,7 +36,9 @@ type Stats struct {
 
 type closeWriter interface{ CloseWrite() error }
 
-const bufSize = 32 << 10
+// bufSize is one read: written to an AnyTLS stream it makes a frame of
+// exactly four full TLS records (7-byte header + 65529 bytes).
+const bufSize = 4*16384 - 7
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
@@ -211,17 +213,30 @@ func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) (rerr, werr
 			return err, nil
 		}
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	// A relay spends most of its life blocked in Read. On a TCP source it
+	// waits for data without holding a buffer once the socket was drained,
+	// so that an idle connection costs no 64 KiB buffer.
+	waiter := readWaiter(src)
+	more := true // the last read filled the buffer: more is likely waiting
 	for {
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			m, werr := dst.Write(buf[:n])
-			count.Add(int64(m))
-			if werr != nil {
-				return nil, werr
+		if waiter != nil && !more {
+			if err := waiter(); err != nil {
+				return err, nil
 			}
+		}
+		bp := bufPool.Get().(*[]byte)
+		buf := *bp
+		n, rerr := src.Read(buf)
+		more = n == len(buf)
+		var werr error
+		if n > 0 {
+			var m int
+			m, werr = dst.Write(buf[:n])
+			count.Add(int64(m))
+		}
+		bufPool.Put(bp)
+		if werr != nil {
+			return nil, werr
 		}
 		if rerr == io.EOF {
 			return nil, nil
