@@ -102,7 +102,7 @@ type ClientConfig struct {
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
 	// StreamBuffer and SessionBuffer bound buffered received data (defaults
-	// in the session package: 4 MiB per stream, 32 MiB per session).
+	// in the session package: 1 MiB per stream, 32 MiB per session).
 	StreamBuffer  int
 	SessionBuffer int
 

@@ -88,7 +88,7 @@ type ServerConfig struct {
 	// (default 1024); a SYN beyond it is answered with FIN and logged.
 	MaxStreamsPerSession int
 	// StreamBuffer and SessionBuffer bound buffered received data (defaults
-	// 4 MiB per stream, 32 MiB per session). A stream over its bound is
+	// 1 MiB per stream, 32 MiB per session). A stream over its bound is
 	// held (alone on its session) or reset (with siblings), with a log line.
 	StreamBuffer  int
 	SessionBuffer int

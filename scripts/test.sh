@@ -28,6 +28,15 @@ go run "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version" ./...
 step "go test -race ./..."
 go test -race -count=1 -timeout 20m ./...
 
+step "zero allocations per frame (without -race)"
+go test -count=1 -run TestSteadyStateAllocs ./bench
+
+step "microbenchmarks, briefly (no thresholds)"
+go test -run '^$' -bench . -benchtime 200x ./bench
+
+step "side-by-side harness, quick mode (proves it runs; no thresholds)"
+go run ./bench/cmd/anytls-bench -quick
+
 step "fuzz targets, $fuzztime each"
 # every func FuzzXxx in a _test.go file, run in its package
 grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do

@@ -32,7 +32,7 @@ import (
 
 // Defaults for Config's zero values.
 const (
-	DefaultStreamBuffer  = 4 << 20  // bytes buffered per stream before its limit applies
+	DefaultStreamBuffer  = 1 << 20  // bytes buffered per stream before its limit applies
 	DefaultSessionBuffer = 32 << 20 // bytes buffered per session across its streams
 	DefaultMaxStreams    = 1024     // streams open at once per server session
 	DefaultAlertTimeout  = 5 * time.Second
