@@ -26,7 +26,10 @@ step "staticcheck"
 go run "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version" ./...
 
 step "go test -race ./..."
-go test -race -count=1 -timeout 20m ./...
+gotest_log=$(mktemp)
+go test -race -count=1 -timeout 20m ./... 2>&1 | tee "$gotest_log"
+passed=$(grep -c '^ok ' "$gotest_log" || true)
+rm -f "$gotest_log"
 
 step "zero allocations per frame (without -race)"
 go test -count=1 -run TestSteadyStateAllocs ./bench
@@ -59,3 +62,4 @@ fi
 
 echo
 echo "all checks passed"
+echo "test packages: $passed passed, 0 failed"
