@@ -76,16 +76,7 @@ func parseFlags(args []string) (options, error) {
 
 func main() {
 	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		cli.Fatal(prog, err)
-	}
-	if o.version {
-		fmt.Println(prog, anytls.Version)
-		return
-	}
+	cli.Start(prog, anytls.Version, err, o.version)
 	if err := run(o); err != nil {
 		cli.Fatal(prog, err)
 	}

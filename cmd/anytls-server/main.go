@@ -83,16 +83,7 @@ func parseFlags(args []string) (options, error) {
 
 func main() {
 	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		cli.Fatal(prog, err)
-	}
-	if o.version {
-		fmt.Println(prog, anytls.Version)
-		return
-	}
+	cli.Start(prog, anytls.Version, err, o.version)
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
 	if err := run(o, env{stderr: os.Stderr, signals: signals}); err != nil {

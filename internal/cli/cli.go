@@ -3,6 +3,8 @@
 package cli
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -33,4 +35,20 @@ func NewLogger(level slog.Level) *slog.Logger {
 func Fatal(prog string, err error) {
 	fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 	os.Exit(1)
+}
+
+// Start handles what every program does with its parsed flags: exit 0 after
+// -h, report a bad flag and exit 1, print the version and exit 0 after
+// -version. It returns only when the program should run.
+func Start(prog, version string, parseErr error, wantVersion bool) {
+	if errors.Is(parseErr, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if parseErr != nil {
+		Fatal(prog, parseErr)
+	}
+	if wantVersion {
+		fmt.Println(prog, version)
+		os.Exit(0)
+	}
 }
