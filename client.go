@@ -15,6 +15,7 @@ import (
 	"github.com/anytls-suite/anytls/internal/padding"
 	"github.com/anytls-suite/anytls/internal/pool"
 	"github.com/anytls-suite/anytls/internal/session"
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/tlsutil"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
@@ -297,8 +298,10 @@ func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session
 	if err != nil {
 		return nil, fmt.Errorf("connect to server %s: %w", c.cfg.Server, err)
 	}
-	conn := tls.Client(raw, c.tls)
-	if err := conn.HandshakeContext(ctx); err != nil {
+	batch := sockio.NewBatcher(raw)
+	conn := tls.Client(batch, c.tls)
+	_, _, err = onFreshStack(func() (struct{}, struct{}, error) { return struct{}{}, struct{}{}, conn.HandshakeContext(ctx) })
+	if err != nil {
 		raw.Close()
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("TLS handshake with server %s: no answer within %v: %w", c.cfg.Server, c.cfg.DialTimeout, err)
@@ -330,6 +333,7 @@ func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session
 		QuietTimeout:  c.cfg.QuietTimeout,
 		IdleHeartbeat: c.cfg.IdleHeartbeat,
 		WriteTimeout:  c.cfg.WriteTimeout,
+		Batch:         batch,
 		OnClose: func(err error) {
 			var alert *session.AlertError
 			switch {

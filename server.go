@@ -18,6 +18,7 @@ import (
 	"github.com/anytls-suite/anytls/internal/padding"
 	"github.com/anytls-suite/anytls/internal/relay"
 	"github.com/anytls-suite/anytls/internal/session"
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/uot"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
@@ -351,6 +352,26 @@ func (s *Server) ServeConn(raw net.Conn) {
 	s.serveConn(raw, s.outboundFor(raw.LocalAddr()))
 }
 
+// onFreshStack runs f on a goroutine of its own and returns its results.
+// The TLS handshake runs deep call chains that grow a goroutine's stack to
+// tens of KiB, and a stack shrinks only by half per garbage collection: the
+// goroutine that then waits on the connection for hours (a session's read
+// loop, a relay) keeps its small stack when the handshake ran elsewhere.
+func onFreshStack[A, B, C any](f func() (A, B, C)) (A, B, C) {
+	type result struct {
+		a A
+		b B
+		c C
+	}
+	ch := make(chan result, 1)
+	go func() {
+		a, b, c := f()
+		ch <- result{a, b, c}
+	}()
+	r := <-ch
+	return r.a, r.b, r.c
+}
+
 // serveConn serves one connection; the caller counts it in s.wg.
 func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 	defer raw.Close()
@@ -360,14 +381,19 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 	defer s.track(raw, false)
 	remote := raw.RemoteAddr().String()
 	raw.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	conn, user, ok := s.preTrust(raw, remote)
+	conn, user, ok := onFreshStack(func() (net.Conn, string, bool) { return s.preTrust(raw, remote) })
 	if !ok {
 		return
 	}
 	raw.SetDeadline(time.Time{})
 	log := s.log.With("remote", remote, "user", user)
+	var batch *sockio.Batcher
+	if tc, ok := conn.(*tls.Conn); ok {
+		batch, _ = tc.NetConn().(*sockio.Batcher)
+	}
 	ls := &liveSession{}
 	ls.sess = session.NewServer(conn, session.Config{
+		Batch:         batch,
 		ServerScheme:  s.scheme.Load,
 		MaxStreams:    s.cfg.MaxStreamsPerSession,
 		StreamBuffer:  s.cfg.StreamBuffer,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/anytls-suite/anytls/internal/relay"
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -101,7 +102,7 @@ func failureReason(err error) string {
 func (s *Server) preTrust(raw net.Conn, remote string) (conn net.Conn, user string, ok bool) {
 	conn = raw
 	if s.cfg.TLSConfig != nil {
-		tc := tls.Server(raw, s.cfg.TLSConfig)
+		tc := tls.Server(sockio.NewBatcher(raw), s.cfg.TLSConfig)
 		if err := tc.HandshakeContext(s.ctx); err != nil {
 			s.log.Debug("TLS handshake failed", "remote", remote, "err", err)
 			var rhe tls.RecordHeaderError

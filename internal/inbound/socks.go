@@ -65,12 +65,13 @@ func (c socksCmd) String() string {
 // wait for it, and must register sockets it opens (Server.register) so that
 // Close can close them.
 type socksRequest struct {
-	ctx  context.Context // ends at the handshake deadline or on Close; long-lived work uses Server.ctx
-	conn net.Conn
-	br   *bufio.Reader // may hold bytes the client sent after the request
-	cmd  socksCmd
-	dst  wire.Addr
-	log  *slog.Logger
+	ctx    context.Context    // ends at the handshake deadline or on Close; long-lived work uses Server.ctx
+	cancel context.CancelFunc // ends ctx once the handshake is over, so that a long relay holds no timer
+	conn   net.Conn
+	br     *bufio.Reader // may hold bytes the client sent after the request
+	cmd    socksCmd
+	dst    wire.Addr
+	log    *slog.Logger
 }
 
 // reply sends the request's reply. An invalid bnd is sent as 0.0.0.0:0.
@@ -170,7 +171,7 @@ func (s *Server) serveSOCKS5(c net.Conn, br *bufio.Reader, deadline time.Time, l
 		}
 		return
 	}
-	req := &socksRequest{ctx: ctx, conn: c, br: br, cmd: cmd, dst: dst, log: log}
+	req := &socksRequest{ctx: ctx, cancel: cancel, conn: c, br: br, cmd: cmd, dst: dst, log: log}
 	h := s.socksHandler(cmd)
 	if h == nil {
 		_ = req.reply(SOCKSReplyCommandNotSupported, wire.Addr{})
@@ -224,6 +225,7 @@ func (s *Server) socksUserPass(c net.Conn, br *bufio.Reader, log *slog.Logger) b
 // socksConnect serves CONNECT: dial, reply, relay.
 func (s *Server) socksConnect(req *socksRequest) {
 	remote, release, err := s.dial(req.ctx, req.dst)
+	req.cancel()
 	if err != nil {
 		code := SOCKSReplyCode(err)
 		_ = req.reply(code, wire.Addr{})

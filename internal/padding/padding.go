@@ -22,6 +22,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // DefaultText is the scheme every implementation starts from. Its md5 is
@@ -158,14 +159,17 @@ func parseLine(val string) ([]Part, error) {
 	return parts, nil
 }
 
-// Default returns the parsed default scheme.
-func Default() *Scheme {
+// Default returns the parsed default scheme. A Scheme is never modified
+// after parsing, so every caller shares one.
+func Default() *Scheme { return defaultScheme() }
+
+var defaultScheme = sync.OnceValue(func() *Scheme {
 	s, err := Parse([]byte(DefaultText))
 	if err != nil {
 		panic(err) // the constant above is known to parse
 	}
 	return s
-}
+})
 
 // Raw returns the scheme text exactly as parsed. Callers must not modify it.
 func (s *Scheme) Raw() []byte { return s.raw }

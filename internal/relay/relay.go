@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/anytls-suite/anytls/internal/sockio"
 )
 
 // DefaultHalfCloseIdle is how long the remaining direction of a half-closed
@@ -187,16 +189,41 @@ func isClosed(err error) bool {
 type countingWriter struct {
 	w     io.Writer
 	count *atomic.Int64
-	err   error // the first write error
+	mu    sync.Mutex // guards err: TryWriter runs on another goroutine
+	err   error      // the first write error
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
+	return c.note(c.w.Write(p))
+}
+
+// note counts n and keeps the first error.
+func (c *countingWriter) note(n int, err error) (int, error) {
 	c.count.Add(int64(n))
-	if err != nil && c.err == nil {
-		c.err = err
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
 	}
 	return n, err
+}
+
+func (c *countingWriter) writeErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// TryWriter lets an AnyTLS stream's read loop write to the destination
+// directly (see session.Stream.WriteTo), counted like Write.
+func (c *countingWriter) TryWriter() sockio.TryWriter {
+	tw := sockio.NewTryWriter(c.w)
+	if tw == nil {
+		return nil
+	}
+	return func(p []byte) (int, error) { return c.note(tw(p)) }
 }
 
 // copyCounting copies until EOF (both results nil), a read error (rerr) or a
@@ -207,7 +234,7 @@ func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) (rerr, werr
 		if _, isTCP := src.(*net.TCPConn); !isTCP {
 			cw := &countingWriter{w: dst, count: count}
 			_, err := wt.WriteTo(cw)
-			if err != nil && cw.err != nil {
+			if err != nil && cw.writeErr() != nil {
 				return nil, err
 			}
 			return err, nil
@@ -216,7 +243,7 @@ func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) (rerr, werr
 	// A relay spends most of its life blocked in Read. On a TCP source it
 	// waits for data without holding a buffer once the socket was drained,
 	// so that an idle connection costs no 64 KiB buffer.
-	waiter := readWaiter(src)
+	waiter := sockio.ReadWaiter(src)
 	more := true // the last read filled the buffer: more is likely waiting
 	for {
 		if waiter != nil && !more {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/anytls-suite/anytls/internal/padding"
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -96,6 +97,11 @@ type Config struct {
 	// IdleTimeout (server) closes a session that has had no streams and
 	// received nothing for this long.
 	IdleTimeout time.Duration
+
+	// Batch, if not nil, is the connection below conn's TLS layer: a write
+	// of several TLS records after the padding phase is then sent to the
+	// socket in one system call.
+	Batch *sockio.Batcher
 
 	// Logger receives the session's logs; nil discards them.
 	Logger *slog.Logger
@@ -437,6 +443,12 @@ func (s *Session) writeLocked(b []byte) error {
 		n := s.writes
 		s.writes++
 		err = s.shape(b, n)
+	} else if s.cfg.Batch != nil && len(b) > maxRecord {
+		s.cfg.Batch.Hold()
+		_, err = s.conn.Write(b)
+		if ferr := s.cfg.Batch.Flush(); err == nil {
+			err = ferr
+		}
 	} else {
 		_, err = s.conn.Write(b)
 	}
@@ -452,6 +464,9 @@ func (s *Session) writeLocked(b []byte) error {
 	}
 	return nil
 }
+
+// maxRecord is the most plaintext one TLS record carries.
+const maxRecord = 16384
 
 // refreshWriteDeadline keeps a deadline WriteTimeout ahead of every write,
 // extending it only when less than three quarters of it is left, to spare
@@ -782,11 +797,11 @@ func (s *Session) onPSH(sid uint32, n int) error {
 	if s.client && !s.dataSeen.Load() {
 		s.dataSeen.Store(true)
 	}
-	held := st.push(buf)
-	if held < 0 { // stream already gone: push freed the buffer
+	held, added := st.push(buf)
+	if held <= 0 { // written out at once, or the stream is gone: buf is freed
 		return nil
 	}
-	total := s.buffered.Add(int64(n))
+	total := s.buffered.Add(int64(added))
 	if held > s.cfg.StreamBuffer {
 		return s.overflow(st)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -27,6 +28,15 @@ type Stream struct {
 	werr     error      // what Write returns
 	ended    bool       // terminate ran
 	synacked bool
+
+	// Direct delivery (see push and WriteTo): while WriteTo runs on a socket,
+	// the read loop writes arriving data straight to it when nothing is
+	// queued, without waiting and without waking the WriteTo goroutine.
+	sink     sockio.TryWriter // WriteTo's destination, or nil
+	sinking  bool             // a write to the destination is in progress
+	sinkErr  error            // the read loop's failed write to sink
+	sunk     int64            // bytes the read loop wrote to sink
+	sinkFree chan struct{}    // signalled when the read loop's write ends after sink was cleared
 
 	readable chan struct{} // signalled when data or an error arrives
 	drained  chan struct{} // signalled when the reader consumed data
@@ -65,17 +75,49 @@ func (st *Stream) ID() uint32 { return st.id }
 // Session returns the session that carries the stream.
 func (st *Stream) Session() *Session { return st.sess }
 
-// push appends a received chunk. It returns the bytes now held, or -1 when the
-// stream has ended (the chunk is then freed).
-func (st *Stream) push(buf *buffer) int {
+// push hands over a received chunk: written straight to WriteTo's socket
+// when nothing is queued before it and the socket takes it at once, queued
+// otherwise (what the socket did not take). It returns the bytes now held and
+// the bytes it added to them, or held -1 when the stream has ended (the chunk
+// is then freed).
+func (st *Stream) push(buf *buffer) (held, added int) {
 	st.mu.Lock()
 	if st.ended {
 		st.mu.Unlock()
 		st.sess.alloc.put(buf)
-		return -1
+		return -1, 0
 	}
 	if !st.synacked && st.sess.client {
 		st.confirmLocked() // data before SYNACK: the stream is open
+	}
+	off := 0
+	if st.sink != nil && st.n == 0 && !st.sinking && st.sinkErr == nil {
+		sink := st.sink
+		st.sinking = true
+		st.mu.Unlock()
+		m, err := sink(buf.b)
+		st.mu.Lock()
+		st.sinking = false
+		st.sunk += int64(m)
+		if st.sink == nil {
+			signal(st.sinkFree)
+		}
+		if err != nil && st.sinkErr == nil {
+			st.sinkErr = err
+		}
+		if err != nil || m == len(buf.b) || st.ended {
+			ended := st.ended
+			st.mu.Unlock()
+			st.sess.alloc.put(buf)
+			if err != nil {
+				signal(st.readable)
+			}
+			if ended {
+				return -1, 0
+			}
+			return 0, 0
+		}
+		off = m
 	}
 	if st.head > 0 && len(st.queue) == cap(st.queue) {
 		n := copy(st.queue, st.queue[st.head:])
@@ -83,12 +125,16 @@ func (st *Stream) push(buf *buffer) int {
 		st.queue = st.queue[:n]
 		st.head = 0
 	}
+	if len(st.queue) == 0 {
+		st.off = off
+	}
 	st.queue = append(st.queue, buf)
-	st.n += len(buf.b)
-	n := st.n
+	added = len(buf.b) - off
+	st.n += added
+	held = st.n
 	st.mu.Unlock()
 	signal(st.readable)
-	return n
+	return held, added
 }
 
 // held returns the bytes buffered and whether the stream has ended.
@@ -237,21 +283,59 @@ func (st *Stream) consumedLocked(n int) {
 	st.sess.buffered.Add(-int64(n))
 }
 
-// WriteTo writes buffered data to w as it arrives, without an intermediate
-// copy, until the peer's FIN (returning nil) or an error.
-func (st *Stream) WriteTo(w io.Writer) (int64, error) {
-	var total int64
+// WriteTo writes the stream's data to w as it arrives until the peer's FIN
+// (returning nil) or an error. When w is a TCP or Unix socket (or offers a
+// TryWriter method), data that finds nothing queued before it is written by
+// the session's read loop itself, without a copy or a goroutine switch; the
+// read loop never waits for w: what w does not take at once is queued and
+// written from here.
+func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
+	if sink := tryWriterFor(w); sink != nil {
+		st.mu.Lock()
+		if st.sinkFree == nil {
+			st.sinkFree = make(chan struct{}, 1)
+		}
+		select {
+		case <-st.sinkFree:
+		default:
+		}
+		st.sink = sink
+		sunk := st.sunk
+		st.mu.Unlock()
+		defer func() {
+			st.mu.Lock()
+			st.sink = nil
+			busy := st.sinking
+			st.mu.Unlock()
+			if busy { // only the read loop's write can be in progress here
+				<-st.sinkFree
+			}
+		}()
+		defer func() {
+			st.mu.Lock()
+			total += st.sunk - sunk
+			st.mu.Unlock()
+		}()
+	}
 	for {
 		st.mu.Lock()
-		if st.n > 0 {
+		if err := st.sinkErr; err != nil {
+			st.mu.Unlock()
+			return total, err
+		}
+		if st.n > 0 && !st.sinking {
 			b := st.queue[st.head]
 			off := st.off
 			st.popLocked()
 			st.consumedLocked(len(b.b) - off)
+			st.sinking = true
 			st.mu.Unlock()
 			signal(st.drained)
 			n, err := w.Write(b.b[off:])
 			st.sess.alloc.put(b)
+			st.mu.Lock()
+			st.sinking = false
+			st.mu.Unlock()
 			total += int64(n)
 			if err != nil {
 				return total, err
@@ -259,6 +343,9 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 			continue
 		}
 		err := st.rerr
+		if st.n > 0 {
+			err = nil // the read loop is writing: its leftovers follow
+		}
 		st.mu.Unlock()
 		if err == io.EOF {
 			return total, nil
@@ -272,6 +359,14 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 			return total, os.ErrDeadlineExceeded
 		}
 	}
+}
+
+// tryWriterFor returns a non-blocking writer for w, or nil.
+func tryWriterFor(w io.Writer) sockio.TryWriter {
+	if t, ok := w.(interface{ TryWriter() sockio.TryWriter }); ok {
+		return t.TryWriter()
+	}
+	return sockio.NewTryWriter(w)
 }
 
 // Write sends p as PSH frames; writes larger than one frame are split.

@@ -129,6 +129,13 @@ func runRound(ctx context.Context, w io.Writer, lives []*live, round int, last b
 		set("mems", l, per(1, rss))
 		set("heapc", l, per(0, heap))
 		set("heaps", l, per(1, heap))
+		if o.verbose {
+			stacks := func(s childStats) int64 { return s.Stacks }
+			gs := func(s childStats) int64 { return int64(s.Goroutines) }
+			gper := func(side int) float64 { return per(side, gs) * 1024 }
+			return fmt.Sprintf("RSS %.1f/%.1f KiB, stacks %.1f/%.1f KiB, goroutines %.2f/%.2f per stream",
+				per(0, rss), per(1, rss), per(0, stacks), per(1, stacks), gper(0), gper(1)), nil
+		}
 		return fmt.Sprintf("RSS %.1f/%.1f KiB", per(0, rss), per(1, rss)), nil
 	}})
 

@@ -1,0 +1,12 @@
+//go:build !unix
+
+package sockio
+
+import "io"
+
+// ReadWaiter is not available here: nil means reads hold their buffer while
+// they wait.
+func ReadWaiter(io.Reader) func() error { return nil }
+
+// NewTryWriter is not available here: nil means writes may block.
+func NewTryWriter(io.Writer) TryWriter { return nil }

@@ -1,0 +1,200 @@
+//go:build unix
+
+package sockio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const testTimeout = 10 * time.Second
+
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	d, err := net.DialTimeout("tcp", ln.Addr().String(), testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := <-ch
+	if c == nil {
+		d.Close()
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { d.Close(); c.Close() })
+	return d.(*net.TCPConn), c.(*net.TCPConn)
+}
+
+func TestTryWriterNeverBlocks(t *testing.T) {
+	w, r := tcpPair(t)
+	w.SetWriteBuffer(16 << 10)
+	r.SetReadBuffer(16 << 10)
+	tw := NewTryWriter(w)
+	if tw == nil {
+		t.Fatal("no TryWriter for a TCP connection")
+	}
+	if n, err := tw([]byte("hello")); n != 5 || err != nil {
+		t.Fatalf("first write = %d, %v", n, err)
+	}
+	// Nobody reads r: the socket fills, and TryWriter returns short.
+	chunk := make([]byte, 64<<10)
+	total := 5
+	for i := 0; ; i++ {
+		n, err := tw(chunk)
+		total += n
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < len(chunk) {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("64 MiB went into an unread socket")
+		}
+	}
+	if n, err := tw(chunk); n != 0 || err != nil {
+		t.Fatalf("write to a full socket = %d, %v; want 0, nil", n, err)
+	}
+	// Everything it said it wrote arrives.
+	r.SetReadDeadline(time.Now().Add(testTimeout))
+	got := make([]byte, total)
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got[:5]) != "hello" {
+		t.Fatalf("got %q", got[:5])
+	}
+}
+
+func TestTryWriterErrors(t *testing.T) {
+	w, r := tcpPair(t)
+	tw := NewTryWriter(w)
+	r.SetLinger(0)
+	r.Close()
+	var err error
+	for i := 0; i < 1000 && err == nil; i++ {
+		_, err = tw([]byte("x"))
+		if err == nil {
+			time.Sleep(time.Millisecond) // the reset travels through the kernel
+		}
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "write" || !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		t.Fatalf("write to a reset connection: %v", err)
+	}
+	w.Close()
+	if _, err := tw([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: %v, want net.ErrClosed", err)
+	}
+	if NewTryWriter(&bytes.Buffer{}) != nil {
+		t.Fatal("a TryWriter for a buffer")
+	}
+}
+
+func TestReadWaiter(t *testing.T) {
+	a, b := tcpPair(t)
+	wait := ReadWaiter(a)
+	if wait == nil {
+		t.Fatal("no ReadWaiter for a TCP connection")
+	}
+	done := make(chan error, 1)
+	go func() { done <- wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("returned before data: %v", err)
+	case <-time.After(20 * time.Millisecond): // only to give a wrong answer the chance to show
+	}
+	b.Write([]byte("x"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("no wake-up on data")
+	}
+	buf := make([]byte, 1)
+	if _, err := a.Read(buf); err != nil || buf[0] != 'x' {
+		t.Fatalf("the byte was consumed by the wait: %v", err)
+	}
+	go func() { done <- wait() }()
+	a.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("after Close: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Close did not end the wait")
+	}
+}
+
+// countConn counts the writes that reach the socket.
+type countConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, bytes.Clone(p))
+	c.mu.Unlock()
+	return len(p), nil
+}
+
+func TestBatcher(t *testing.T) {
+	a, _ := tcpPair(t)
+	cc := &countConn{Conn: a}
+	b := NewBatcher(cc)
+	b.Write([]byte("direct"))
+	b.Hold()
+	for _, s := range []string{"one ", "two ", "three"} {
+		if n, err := b.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("held write = %d, %v", n, err)
+		}
+	}
+	done := make(chan struct{})
+	go func() { b.Write([]byte(" four")); close(done) }() // another goroutine, while held
+	<-done
+	if len(cc.writes) != 1 {
+		t.Fatalf("%d writes reached the socket while held", len(cc.writes))
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.Write([]byte("after"))
+	want := []string{"direct", "one two three four", "after"}
+	if len(cc.writes) != len(want) {
+		t.Fatalf("writes %q, want %q", cc.writes, want)
+	}
+	for i, w := range want {
+		if string(cc.writes[i]) != w {
+			t.Fatalf("writes %q, want %q", cc.writes, want)
+		}
+	}
+	if b.buf != nil {
+		t.Fatal("the buffer is kept after Flush")
+	}
+	if err := b.Flush(); err != nil { // a Flush without Hold sends nothing
+		t.Fatal(err)
+	}
+	if len(cc.writes) != 3 {
+		t.Fatalf("empty Flush wrote: %q", cc.writes)
+	}
+}
