@@ -198,6 +198,9 @@ func run(o options, e env) error {
 	fmt.Fprintf(e.stderr, "certificate SHA-256: %s\n", fp)
 	if len(users) == 1 {
 		pin, _ := tlsutil.ParsePin(fp)
+		if _, p, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+			port = p // the port actually bound, for "-l host:0"
+		}
 		uri := anytls.FormatURI(users[0].Password, net.JoinHostPort(uriHost(o, host), port), o.sni, selfSigned, pin)
 		fmt.Fprintf(e.stderr, "client URI: %s\n", uri)
 	}

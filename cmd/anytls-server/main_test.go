@@ -321,3 +321,55 @@ func TestReloadAndDrain(t *testing.T) {
 	}
 	alice.Close()
 }
+
+// TestPrintedURIWorks: with "-l 127.0.0.1:0" and a self-signed certificate,
+// the printed client URI names the port actually bound, and a client built
+// from it (pin included) gets through.
+func TestPrintedURIWorks(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		if !t.Failed() {
+			goleak.VerifyNone(t, ignore)
+		}
+	})
+	o, err := parseFlags([]string{"-l", "127.0.0.1:0", "-p", "uri-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := newLogLines()
+	signals := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(o, env{stderr: out, signals: signals, listening: func(net.Addr) {}}) }()
+	out.wait(t, 1, "client URI: ")
+	_, line, _ := strings.Cut(out.String(), "client URI: ")
+	line, _, _ = strings.Cut(line, "\n")
+	cfg, err := anytls.ParseURI(line)
+	if err != nil {
+		t.Fatalf("printed URI %q: %v", line, err)
+	}
+	if strings.HasSuffix(cfg.Server, ":0") {
+		t.Fatalf("printed URI has port 0: %q", line)
+	}
+	c, err := anytls.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := c.DialContext(ctx, "tcp", testnet.Echo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoOnce(t, conn, "through the printed URI")
+	conn.Close()
+	c.Close()
+	signals <- syscall.SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run did not return:\n%s", out)
+	}
+}
