@@ -53,14 +53,23 @@ func Relay(a, b net.Conn, opt Options) (Stats, error) {
 		opt.HalfCloseIdle = DefaultHalfCloseIdle
 	}
 	r := &relay{a: a, b: b, idle: opt.HalfCloseIdle}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	switch {
+	case r.deliver(b, a, &r.bToA, false):
+		r.pump(a, b, &r.aToB, true)
+		<-r.delivered
+	case r.deliver(a, b, &r.aToB, true):
 		r.pump(b, a, &r.bToA, false)
-	}()
-	r.pump(a, b, &r.aToB, true)
-	wg.Wait()
+		<-r.delivered
+	default:
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.pump(b, a, &r.bToA, false)
+		}()
+		r.pump(a, b, &r.aToB, true)
+		wg.Wait()
+	}
 	r.stopTimer()
 	a.Close()
 	b.Close()
@@ -71,6 +80,8 @@ type relay struct {
 	a, b       net.Conn
 	idle       time.Duration
 	aToB, bToA atomic.Int64
+
+	delivered chan struct{} // closed when the delivered direction has ended
 
 	mu     sync.Mutex
 	err    error
@@ -95,14 +106,57 @@ type relay struct {
 // nothing.
 func (r *relay) pump(src, dst net.Conn, count *atomic.Int64, drain bool) {
 	rerr, werr := copyCounting(dst, src, count)
+	if werr != nil {
+		r.writeFailed(drain)
+	}
 	if werr != nil && drain {
-		r.startTimer()
 		var dropped atomic.Int64
 		rerr, _ = copyCounting(io.Discard, src, &dropped)
 	}
-	if werr != nil && !drain {
+	r.finish(dst, rerr, werr)
+}
+
+// A deliverer (an AnyTLS stream) writes its data to a socket from its
+// session's read loop: see session.Stream.Deliver.
+type deliverer interface {
+	Deliver(w io.Writer, onWriteErr, onEnd func(error)) bool
+}
+
+// deliver runs the direction src->dst without a goroutine when src can
+// deliver by itself, with the same rules as pump; r.delivered is closed
+// when the direction has ended. It returns false when src cannot.
+func (r *relay) deliver(src, dst net.Conn, count *atomic.Int64, drain bool) bool {
+	d, ok := src.(deliverer)
+	if !ok {
+		return false
+	}
+	r.delivered = make(chan struct{})
+	cw := &countingWriter{w: dst, count: count}
+	return d.Deliver(cw, func(error) { r.writeFailed(drain) }, func(rerr error) {
+		if rerr == io.EOF {
+			rerr = nil
+		}
+		werr := cw.writeErr()
+		if werr != nil && !drain {
+			rerr = nil // ended by our own close after the failed write
+		}
+		r.finish(dst, rerr, werr)
+		close(r.delivered)
+	})
+}
+
+// writeFailed reacts to a failed write in one direction (see pump).
+func (r *relay) writeFailed(drain bool) {
+	if drain {
+		r.startTimer() // src is still read, and what it sends dropped
+	} else {
 		r.closeBoth()
 	}
+}
+
+// finish ends one direction: rerr is the source's error (nil for EOF),
+// werr the destination's.
+func (r *relay) finish(dst net.Conn, rerr, werr error) {
 	err := cmp.Or(werr, rerr)
 	r.mu.Lock()
 	r.ended++

@@ -37,6 +37,8 @@ type Stream struct {
 	sinkErr  error            // the read loop's failed write to sink
 	sunk     int64            // bytes the read loop wrote to sink
 	sinkFree chan struct{}    // signalled when the read loop's write ends after sink was cleared
+	async    *delivery        // set by Deliver
+	draining bool             // a drain goroutine writes the queue to async.w
 
 	readable chan struct{} // signalled when data or an error arrives
 	drained  chan struct{} // signalled when the reader consumed data
@@ -90,6 +92,11 @@ func (st *Stream) push(buf *buffer) (held, added int) {
 	if !st.synacked && st.sess.client {
 		st.confirmLocked() // data before SYNACK: the stream is open
 	}
+	if st.async != nil && st.async.failed {
+		st.mu.Unlock()
+		st.sess.alloc.put(buf) // the destination failed: data is dropped
+		return 0, 0
+	}
 	off := 0
 	if st.sink != nil && st.n == 0 && !st.sinking && st.sinkErr == nil {
 		sink := st.sink
@@ -102,16 +109,23 @@ func (st *Stream) push(buf *buffer) (held, added int) {
 		if st.sink == nil {
 			signal(st.sinkFree)
 		}
+		var failed func(error)
 		if err != nil && st.sinkErr == nil {
 			st.sinkErr = err
+			failed = st.asyncFailLocked()
 		}
 		if err != nil || m == len(buf.b) || st.ended {
 			ended := st.ended
+			end := st.asyncEndLocked()
 			st.mu.Unlock()
 			st.sess.alloc.put(buf)
 			if err != nil {
 				signal(st.readable)
 			}
+			if failed != nil {
+				failed(err)
+			}
+			end()
 			if ended {
 				return -1, 0
 			}
@@ -132,6 +146,7 @@ func (st *Stream) push(buf *buffer) (held, added int) {
 	added = len(buf.b) - off
 	st.n += added
 	held = st.n
+	st.startDrainLocked()
 	st.mu.Unlock()
 	signal(st.readable)
 	return held, added
@@ -190,6 +205,7 @@ func (st *Stream) terminate(err error, unregister bool) bool {
 			st.werr = err
 		}
 	}
+	end := st.asyncEndLocked()
 	st.mu.Unlock()
 	close(st.done)
 	signal(st.readable)
@@ -197,6 +213,7 @@ func (st *Stream) terminate(err error, unregister bool) bool {
 	if st.onClose != nil {
 		st.onClose()
 	}
+	end()
 	return registered
 }
 
@@ -324,17 +341,7 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 			return total, err
 		}
 		if st.n > 0 && !st.sinking {
-			b := st.queue[st.head]
-			off := st.off
-			st.popLocked()
-			st.consumedLocked(len(b.b) - off)
-			st.sinking = true
-			st.mu.Unlock()
-			signal(st.drained)
-			n, err := w.Write(b.b[off:])
-			st.sess.alloc.put(b)
-			st.mu.Lock()
-			st.sinking = false
+			n, err := st.writeHeadLocked(w)
 			st.mu.Unlock()
 			total += int64(n)
 			if err != nil {
@@ -359,6 +366,120 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 			return total, os.ErrDeadlineExceeded
 		}
 	}
+}
+
+// delivery is the state of Deliver.
+type delivery struct {
+	w          io.Writer
+	onWriteErr func(error)
+	onEnd      func(error)
+	failed     bool // a write to w failed: data is dropped from then on
+	ended      bool // onEnd was called
+}
+
+// Deliver hands all of the stream's incoming data to w from now on, with no
+// goroutine of its own while w keeps up: the session's read loop writes each
+// frame to w with a write that never waits, and only what w does not take at
+// once is queued and written by a goroutine that lives until the queue is
+// empty. An idle relay direction then costs no goroutine at all. Deliver
+// returns false and does nothing when w cannot be written without waiting
+// (it is not a TCP or Unix socket and has no TryWriter method).
+//
+// onWriteErr is called once if a write to w fails; the stream's data is
+// dropped from then on. onEnd is called once, with the error that ended the
+// stream (io.EOF for the peer's FIN), when the stream has ended and all
+// data before the end was written or dropped. Both run on whichever
+// goroutine sees the event (the read loop, the drain goroutine, the one that
+// closes the stream), without locks held, and must not block. Read, WriteTo
+// and Deliver must not be called after a Deliver that returned true.
+func (st *Stream) Deliver(w io.Writer, onWriteErr, onEnd func(error)) bool {
+	sink := tryWriterFor(w)
+	if sink == nil {
+		return false
+	}
+	st.mu.Lock()
+	st.async = &delivery{w: w, onWriteErr: onWriteErr, onEnd: onEnd}
+	st.sink = sink
+	st.startDrainLocked() // data that arrived before Deliver
+	end := st.asyncEndLocked()
+	st.mu.Unlock()
+	end()
+	return true
+}
+
+// startDrainLocked starts the drain goroutine when Deliver's queue holds
+// data and none runs. st.mu held.
+func (st *Stream) startDrainLocked() {
+	if st.async != nil && st.n > 0 && !st.draining && !st.async.failed {
+		st.draining = true
+		go st.drain()
+	}
+}
+
+// drain writes Deliver's queue to its writer, blocking as any writer does,
+// until the queue is empty.
+func (st *Stream) drain() {
+	a := st.async
+	for {
+		st.mu.Lock()
+		if st.n == 0 || a.failed || st.sinking {
+			st.draining = false
+			end := st.asyncEndLocked()
+			st.mu.Unlock()
+			end()
+			return
+		}
+		_, err := st.writeHeadLocked(a.w)
+		var failed func(error)
+		if err != nil && st.sinkErr == nil {
+			st.sinkErr = err
+			failed = st.asyncFailLocked()
+		}
+		st.mu.Unlock()
+		if failed != nil {
+			failed(err)
+		}
+	}
+}
+
+// asyncFailLocked marks Deliver's writer as failed, drops the queue and
+// returns onWriteErr (nil without Deliver). st.mu held.
+func (st *Stream) asyncFailLocked() func(error) {
+	if st.async == nil || st.async.failed {
+		return nil
+	}
+	st.async.failed = true
+	st.freeQueueLocked()
+	return st.async.onWriteErr
+}
+
+// asyncEndLocked returns the call of Deliver's onEnd when it is due now
+// (once), or a no-op. st.mu held.
+func (st *Stream) asyncEndLocked() func() {
+	a := st.async
+	if a == nil || a.ended || !st.ended || st.sinking || st.draining || (st.n > 0 && !a.failed) {
+		return func() {}
+	}
+	a.ended = true
+	err := st.rerr
+	return func() { a.onEnd(err) }
+}
+
+// writeHeadLocked takes the first queued chunk and writes it to w, marked
+// as sinking meanwhile; st.mu is released during the write. st.mu held.
+func (st *Stream) writeHeadLocked(w io.Writer) (int, error) {
+	b := st.queue[st.head]
+	off := st.off
+	st.popLocked()
+	st.consumedLocked(len(b.b) - off)
+	st.sinking = true
+	st.mu.Unlock()
+	signal(st.drained)
+	n, err := w.Write(b.b[off:])
+	st.sess.alloc.put(b)
+	st.mu.Lock()
+	st.sinking = false
+	return n, err
 }
 
 // tryWriterFor returns a non-blocking writer for w, or nil.
@@ -387,16 +508,20 @@ func (st *Stream) Write(p []byte) (int, error) {
 // (unless the peer closed it first or the session is gone). It does not
 // block on the network.
 func (st *Stream) Close() error {
+	first := false
 	st.closeOnce.Do(func() {
+		first = true
 		st.mu.Lock()
 		st.freeQueueLocked()
 		st.rerr = ErrStreamClosed
 		st.werr = ErrStreamClosed
 		st.mu.Unlock()
-		if st.terminate(ErrStreamClosed, true) && !st.sess.IsClosed() {
-			st.sess.queueCtrl(wire.CmdFIN, st.id, nil)
-		}
 	})
+	// terminate runs outside the Once: what it calls (Deliver's onEnd) may
+	// close the stream again.
+	if first && st.terminate(ErrStreamClosed, true) && !st.sess.IsClosed() {
+		st.sess.queueCtrl(wire.CmdFIN, st.id, nil)
+	}
 	return nil
 }
 
