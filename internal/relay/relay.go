@@ -39,10 +39,20 @@ type Stats struct {
 type closeWriter interface{ CloseWrite() error }
 
 // bufSize is one read: written to an AnyTLS stream it makes a frame of
-// exactly four full TLS records (7-byte header + 65529 bytes).
-const bufSize = 4*16384 - 7
+// exactly four full TLS records (7-byte header + 65529 bytes). Buffers have
+// room for that header in front of the data (see framedWriter).
+const (
+	headroom = 7
+	bufSize  = 4*16384 - headroom
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, headroom+bufSize); return &b }}
+
+// A framedWriter (an AnyTLS stream) sends data that has room in front of it
+// for its frame header without copying it.
+type framedWriter interface {
+	WriteFramed(b []byte, headroom int) (int, error)
+}
 
 // Relay copies a->b and b->a until both directions have ended, then closes
 // both connections. a is the side of the user whose answer must not be lost
@@ -297,22 +307,33 @@ func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) (rerr, werr
 	// A relay spends most of its life blocked in Read. On a TCP source it
 	// waits for data without holding a buffer once the socket was drained,
 	// so that an idle connection costs no 64 KiB buffer.
-	waiter := sockio.ReadWaiter(src)
-	more := true // the last read filled the buffer: more is likely waiting
+	waiter, try := sockio.ReadWaiter(src), sockio.NewTryReader(src)
+	fw, framed := dst.(framedWriter)
 	for {
-		if waiter != nil && !more {
-			if err := waiter(); err != nil {
-				return err, nil
-			}
-		}
 		bp := bufPool.Get().(*[]byte)
-		buf := *bp
-		n, rerr := src.Read(buf)
-		more = n == len(buf)
+		buf := (*bp)[headroom:]
+		var n int
+		var rerr error
+		if try != nil && waiter != nil {
+			n, rerr = try(buf)
+			if rerr == sockio.ErrWouldBlock {
+				bufPool.Put(bp)
+				if err := waiter(); err != nil {
+					return err, nil
+				}
+				continue
+			}
+		} else {
+			n, rerr = src.Read(buf)
+		}
 		var werr error
 		if n > 0 {
 			var m int
-			m, werr = dst.Write(buf[:n])
+			if framed {
+				m, werr = fw.WriteFramed((*bp)[:headroom+n], headroom)
+			} else {
+				m, werr = dst.Write(buf[:n])
+			}
 			count.Add(int64(m))
 		}
 		bufPool.Put(bp)

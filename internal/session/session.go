@@ -435,8 +435,19 @@ func (s *Session) writeFrame(cmd wire.Cmd, sid uint32, data []byte, cancel <-cha
 }
 
 // writeLocked sends b as one logical write, shaped while the client is in its
-// padding phase. The write token must be held.
+// padding phase, and keeps b as the session's write buffer. The write token
+// must be held.
 func (s *Session) writeLocked(b []byte) error {
+	err := s.sendLocked(b)
+	if cap(b) <= 256<<10 {
+		s.wbuf = b[:0]
+	}
+	return err
+}
+
+// sendLocked sends b as one logical write, shaped while the client is in its
+// padding phase. The write token must be held.
+func (s *Session) sendLocked(b []byte) error {
 	var err error
 	s.refreshWriteDeadline()
 	if s.client && s.writes < s.cfg.Scheme.Stop() {
@@ -451,9 +462,6 @@ func (s *Session) writeLocked(b []byte) error {
 		}
 	} else {
 		_, err = s.conn.Write(b)
-	}
-	if cap(b) <= 256<<10 {
-		s.wbuf = b[:0]
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -551,6 +559,35 @@ func (s *Session) writeData(st *Stream, p []byte, cancel <-chan struct{}) (int, 
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// writeFramed sends b[wire.HeaderLen:] (at most writeChunk bytes) as one PSH
+// frame for st, writing the header into b[:wire.HeaderLen] so that the data
+// is not copied. While control frames wait or the client is shaping, it
+// falls back to the copying path.
+func (s *Session) writeFramed(st *Stream, b []byte, cancel <-chan struct{}) (int, error) {
+	p := b[wire.HeaderLen:]
+	if err := s.lockWrite(cancel); err != nil {
+		return 0, err
+	}
+	if err := st.writeErr(); err != nil {
+		s.unlockWrite()
+		return 0, err
+	}
+	s.ctrlMu.Lock()
+	direct := len(s.ctrl) == 0
+	s.ctrlMu.Unlock()
+	if !direct || (s.client && s.writes < s.cfg.Scheme.Stop()) {
+		s.unlockWrite()
+		return s.writeData(st, p, cancel)
+	}
+	wire.AppendHeader(b[:0], wire.CmdPSH, st.id, len(p))
+	err := s.sendLocked(b)
+	s.unlockWrite()
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // ---- client operations ----

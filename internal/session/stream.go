@@ -504,6 +504,29 @@ func (st *Stream) Write(p []byte) (int, error) {
 	return st.sess.writeData(st, p, cancel)
 }
 
+// WriteFramed sends b[headroom:] like Write. With headroom of at least
+// wire.HeaderLen bytes and at most one frame of data, the frame header is
+// written into the room in front of the data (b[:headroom] is overwritten)
+// and the data is not copied: the relay reads into such buffers.
+func (st *Stream) WriteFramed(b []byte, headroom int) (int, error) {
+	if headroom < wire.HeaderLen || len(b)-headroom > writeChunk {
+		return st.Write(b[headroom:])
+	}
+	if err := st.writeErr(); err != nil {
+		return 0, err
+	}
+	cancel := st.wdl.wait()
+	select {
+	case <-cancel:
+		return 0, os.ErrDeadlineExceeded
+	default:
+	}
+	if len(b) == headroom {
+		return 0, nil
+	}
+	return st.sess.writeFramed(st, b[headroom-wire.HeaderLen:], cancel)
+}
+
 // Close closes the stream in both directions and tells the peer with FIN
 // (unless the peer closed it first or the session is gone). It does not
 // block on the network.

@@ -4,6 +4,11 @@
 // they honour Close and deadlines like the conn's own Read and Write.
 package sockio
 
+import "errors"
+
+// ErrWouldBlock is what a TryReader returns when nothing is waiting.
+var ErrWouldBlock = errors.New("sockio: nothing to read now")
+
 // TryWriter writes what the socket takes at once and never waits: it returns
 // n < len(p) with a nil error when the socket's send buffer is full.
 type TryWriter func(p []byte) (n int, err error)

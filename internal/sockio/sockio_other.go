@@ -10,3 +10,6 @@ func ReadWaiter(io.Reader) func() error { return nil }
 
 // NewTryWriter is not available here: nil means writes may block.
 func NewTryWriter(io.Writer) TryWriter { return nil }
+
+// NewTryReader is not available here: nil means reads may block.
+func NewTryReader(io.Reader) func(p []byte) (int, error) { return nil }

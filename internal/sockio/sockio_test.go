@@ -198,3 +198,52 @@ func TestBatcher(t *testing.T) {
 		t.Fatalf("empty Flush wrote: %q", cc.writes)
 	}
 }
+
+// TestReadWaiterReportsReset: a reset consumed by the wait's peek is
+// returned, not lost (a read after it would see a clean EOF).
+func TestReadWaiterReportsReset(t *testing.T) {
+	a, b := tcpPair(t)
+	b.Write([]byte("data"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(a, buf); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ReadWaiter(a)() }()
+	b.SetLinger(0)
+	b.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("wait after a reset: %v, want ECONNRESET", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("no wake-up on reset")
+	}
+}
+
+func TestTryReader(t *testing.T) {
+	a, b := tcpPair(t)
+	try := NewTryReader(a)
+	buf := make([]byte, 16)
+	if n, err := try(buf); n != 0 || err != ErrWouldBlock {
+		t.Fatalf("empty socket: %d, %v; want ErrWouldBlock", n, err)
+	}
+	b.Write([]byte("hello"))
+	if err := ReadWaiter(a)(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := try(buf); n != 5 || err != nil || string(buf[:5]) != "hello" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	b.Close()
+	if err := ReadWaiter(a)(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := try(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after the peer's close: %d, %v; want io.EOF", n, err)
+	}
+	if NewTryReader(&bytes.Buffer{}) != nil {
+		t.Fatal("a TryReader for a buffer")
+	}
+}

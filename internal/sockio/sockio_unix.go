@@ -21,12 +21,62 @@ func ReadWaiter(src io.Reader) func() error {
 	if err != nil {
 		return nil
 	}
+	local, remote := tc.LocalAddr(), tc.RemoteAddr()
 	return func() error {
 		var peek [1]byte
-		return rc.Read(func(fd uintptr) bool {
-			_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK)
-			return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
+		var perr error
+		err := rc.Read(func(fd uintptr) bool {
+			_, _, e := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK)
+			switch e {
+			case syscall.EAGAIN:
+				return false
+			case nil, syscall.EINTR:
+			default:
+				perr = e // a pending error (a reset) is reported once: keep it
+			}
+			return true
 		})
+		if err == nil && perr != nil {
+			err = &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: os.NewSyscallError("recvfrom", perr)}
+		}
+		return err
+	}
+}
+
+// NewTryReader returns a function that reads what src, a TCP connection,
+// holds at once and never waits: ErrWouldBlock when there is nothing, io.EOF
+// at the end; nil for other readers.
+func NewTryReader(src io.Reader) func(p []byte) (int, error) {
+	tc, ok := src.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	local, remote := tc.LocalAddr(), tc.RemoteAddr()
+	return func(p []byte) (n int, err error) {
+		var serr error
+		cerr := rc.Read(func(fd uintptr) bool {
+			for {
+				n, serr = syscall.Read(int(fd), p)
+				if serr != syscall.EINTR {
+					return true
+				}
+			}
+		})
+		switch {
+		case cerr != nil:
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: cerr}
+		case serr == syscall.EAGAIN:
+			return 0, ErrWouldBlock
+		case serr != nil:
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: os.NewSyscallError("read", serr)}
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
 	}
 }
 
