@@ -492,16 +492,26 @@ func tryWriterFor(w io.Writer) sockio.TryWriter {
 
 // Write sends p as PSH frames; writes larger than one frame are split.
 func (st *Stream) Write(p []byte) (int, error) {
-	if err := st.writeErr(); err != nil {
+	cancel, err := st.writeStart()
+	if err != nil {
 		return 0, err
+	}
+	return st.sess.writeData(st, p, cancel)
+}
+
+// writeStart returns the write deadline's channel, or the error that stops
+// a write before it starts.
+func (st *Stream) writeStart() (<-chan struct{}, error) {
+	if err := st.writeErr(); err != nil {
+		return nil, err
 	}
 	cancel := st.wdl.wait()
 	select {
 	case <-cancel:
-		return 0, os.ErrDeadlineExceeded
+		return nil, os.ErrDeadlineExceeded
 	default:
 	}
-	return st.sess.writeData(st, p, cancel)
+	return cancel, nil
 }
 
 // WriteFramed sends b[headroom:] like Write. With headroom of at least
@@ -512,14 +522,9 @@ func (st *Stream) WriteFramed(b []byte, headroom int) (int, error) {
 	if headroom < wire.HeaderLen || len(b)-headroom > writeChunk {
 		return st.Write(b[headroom:])
 	}
-	if err := st.writeErr(); err != nil {
+	cancel, err := st.writeStart()
+	if err != nil {
 		return 0, err
-	}
-	cancel := st.wdl.wait()
-	select {
-	case <-cancel:
-		return 0, os.ErrDeadlineExceeded
-	default:
 	}
 	if len(b) == headroom {
 		return 0, nil

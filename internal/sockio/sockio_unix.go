@@ -9,19 +9,31 @@ import (
 	"syscall"
 )
 
+// rawTCP returns src's raw connection, if src is a TCP connection, and a
+// function that wraps an error of a read from it as the net package does.
+func rawTCP(src io.Reader) (syscall.RawConn, func(error) error) {
+	tc, ok := src.(*net.TCPConn)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	local, remote := tc.LocalAddr(), tc.RemoteAddr()
+	return rc, func(err error) error {
+		return &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: err}
+	}
+}
+
 // ReadWaiter returns a function that blocks until src, a TCP connection, has
 // something to read (data, EOF or an error), without a buffer; nil for other
 // readers. It peeks one byte with MSG_PEEK.
 func ReadWaiter(src io.Reader) func() error {
-	tc, ok := src.(*net.TCPConn)
-	if !ok {
+	rc, opErr := rawTCP(src)
+	if rc == nil {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	local, remote := tc.LocalAddr(), tc.RemoteAddr()
 	return func() error {
 		var peek [1]byte
 		var perr error
@@ -37,7 +49,7 @@ func ReadWaiter(src io.Reader) func() error {
 			return true
 		})
 		if err == nil && perr != nil {
-			err = &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: os.NewSyscallError("recvfrom", perr)}
+			err = opErr(os.NewSyscallError("recvfrom", perr))
 		}
 		return err
 	}
@@ -47,15 +59,10 @@ func ReadWaiter(src io.Reader) func() error {
 // holds at once and never waits: ErrWouldBlock when there is nothing, io.EOF
 // at the end; nil for other readers.
 func NewTryReader(src io.Reader) func(p []byte) (int, error) {
-	tc, ok := src.(*net.TCPConn)
-	if !ok {
+	rc, opErr := rawTCP(src)
+	if rc == nil {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	local, remote := tc.LocalAddr(), tc.RemoteAddr()
 	return func(p []byte) (n int, err error) {
 		var serr error
 		cerr := rc.Read(func(fd uintptr) bool {
@@ -68,11 +75,11 @@ func NewTryReader(src io.Reader) func(p []byte) (int, error) {
 		})
 		switch {
 		case cerr != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: cerr}
+			return 0, opErr(cerr)
 		case serr == syscall.EAGAIN:
 			return 0, ErrWouldBlock
 		case serr != nil:
-			return 0, &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: os.NewSyscallError("read", serr)}
+			return 0, opErr(os.NewSyscallError("read", serr))
 		case n == 0 && len(p) > 0:
 			return 0, io.EOF
 		}
