@@ -2,8 +2,12 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,4 +90,68 @@ func TestHeartbeatsAnsweredInBulk(t *testing.T) {
 			t.Fatal(env.sess.Err())
 		}
 	})
+}
+
+// recordHandler keeps the messages of the records it handles.
+type recordHandler struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *recordHandler) WithGroup(string) slog.Handler            { return h }
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.recs = append(h.recs, r)
+	h.mu.Unlock()
+	return nil
+}
+
+// find returns the records whose message contains text, with the value of
+// their "refused" attribute.
+func (h *recordHandler) find(text string) []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []int64
+	for _, r := range h.recs {
+		if !strings.Contains(r.Message, text) {
+			continue
+		}
+		var n int64 = -1
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "refused" {
+				n = a.Value.Int64()
+			}
+			return true
+		})
+		out = append(out, n)
+	}
+	return out
+}
+
+// TestRefusedStreamsLogSparingly: a flood of SYNs over the limit gets every
+// SYN answered with FIN but one warning, and a count when the session ends.
+func TestRefusedStreamsLogSparingly(t *testing.T) {
+	leakCheck(t)
+	h := &recordHandler{}
+	env := startServer(t, connKinds[1], Config{MaxStreams: 1, Logger: slog.New(h)})
+	env.hello(t, "2")
+	env.open(t, 1, wire.Addr{})
+	var b []byte
+	for sid := uint32(3); sid < 3+2*500; sid += 2 {
+		b = append(b, frameBytes(wire.CmdSYN, sid, nil)...)
+	}
+	env.p.write(b)
+	for sid := uint32(3); sid < 3+2*500; sid += 2 {
+		env.p.expect(wire.CmdFIN, sid)
+	}
+	if got := h.find("refusing stream"); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("warnings for 500 refused streams: %v, want one (refused=1)", got)
+	}
+	env.sess.Close()
+	env.served <- waitErr(t, env.served, "Serve") // the summary is logged before Serve returns; put the result back for the cleanup
+	if got := h.find("refused streams over the limit"); len(got) != 1 || got[0] != 499 {
+		t.Fatalf("closing summary: %v, want one with refused=499", got)
+	}
 }

@@ -185,6 +185,10 @@ type Session struct {
 	dieErr    error // set before die is closed
 	wg        sync.WaitGroup
 	readerRun bool
+
+	// read loop only
+	refused      int       // streams refused since the last warning
+	refusedLogAt time.Time // when that warning was logged
 }
 
 func newSession(conn net.Conn, cfg Config) *Session {
@@ -681,8 +685,17 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 func (s *Session) readLoop() {
 	defer s.wg.Done()
 	err := s.readFrames()
+	if s.refused > 0 {
+		s.log.Warn("refused streams over the limit since the last warning", "refused", s.refused,
+			"limit", s.cfg.MaxStreams)
+	}
 	s.fail(err)
 }
+
+// refusedLogEvery spaces the warnings about refused streams: a peer that
+// keeps opening streams over the limit gets one line per interval, with the
+// count, not one per SYN.
+const refusedLogEvery = 10 * time.Second
 
 func (s *Session) readFrames() error {
 	var hdr wire.Header
@@ -929,7 +942,12 @@ func (s *Session) onSYN(sid uint32) {
 	}
 	if len(s.streams) >= s.cfg.MaxStreams {
 		s.mu.Unlock()
-		s.log.Warn("refusing stream: limit reached", "stream", sid, "limit", s.cfg.MaxStreams)
+		s.refused++
+		if now := time.Now(); s.refusedLogAt.IsZero() || now.Sub(s.refusedLogAt) >= refusedLogEvery {
+			s.log.Warn("refusing stream: limit reached", "stream", sid, "limit", s.cfg.MaxStreams,
+				"refused", s.refused)
+			s.refusedLogAt, s.refused = now, 0
+		}
 		s.queueCtrl(wire.CmdFIN, sid, nil)
 		return
 	}
