@@ -59,6 +59,7 @@ type childStats struct {
 	Heap       int64         `json:"heap"`       // heap object bytes (live after "gc")
 	Stacks     int64         `json:"stacks"`     // goroutine stack bytes
 	Goroutines int           `json:"goroutines"` // goroutines running
+	Threads    int           `json:"threads"`    // OS threads created so far
 }
 
 func readStats() childStats {
@@ -79,6 +80,7 @@ func readStats() childStats {
 		Heap:       val(0),
 		Stacks:     val(1),
 		Goroutines: runtime.NumGoroutine(),
+		Threads:    pprof.Lookup("threadcreate").Count(),
 	}
 }
 

@@ -133,8 +133,9 @@ func runRound(ctx context.Context, w io.Writer, lives []*live, round int, last b
 			stacks := func(s childStats) int64 { return s.Stacks }
 			gs := func(s childStats) int64 { return int64(s.Goroutines) }
 			gper := func(side int) float64 { return per(side, gs) * 1024 }
-			return fmt.Sprintf("RSS %.1f/%.1f KiB, stacks %.1f/%.1f KiB, goroutines %.2f/%.2f per stream",
-				per(0, rss), per(1, rss), per(0, stacks), per(1, stacks), gper(0), gper(1)), nil
+			th := func(side int) int { return snaps[1][side].Threads - snaps[0][side].Threads }
+			return fmt.Sprintf("RSS %.1f/%.1f KiB, stacks %.1f/%.1f KiB, goroutines %.2f/%.2f per stream, threads +%d/+%d",
+				per(0, rss), per(1, rss), per(0, stacks), per(1, stacks), gper(0), gper(1), th(0), th(1)), nil
 		}
 		return fmt.Sprintf("RSS %.1f/%.1f KiB", per(0, rss), per(1, rss)), nil
 	}})
