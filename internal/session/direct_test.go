@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/sockio"
+	"github.com/anytls-suite/anytls/internal/tlsutil"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -20,7 +23,9 @@ func socketPair(t *testing.T) (w, r *net.TCPConn) {
 	a, b := tcpPair(t)
 	w, r = a.(*net.TCPConn), b.(*net.TCPConn)
 	w.SetWriteBuffer(16 << 10)
-	r.SetReadBuffer(16 << 10)
+	// not smaller: a receive window under the loopback MSS can stall the
+	// connection on the kernel's zero-window probe timer
+	r.SetReadBuffer(128 << 10)
 	return w, r
 }
 
@@ -131,6 +136,13 @@ func TestDirectDeliveryIdleSocket(t *testing.T) {
 		if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, msg) {
 			t.Fatalf("message %d: %v", i, err)
 		}
+		// WriteTo may still be finishing a write of its own (message 0):
+		// the next message goes straight out once it has
+		waitFor(t, "the stream to be idle", func() bool {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.n == 0 && !st.sinking
+		})
 	}
 	if n := sunk(st); n < 20*1000 {
 		t.Fatalf("read loop wrote %d bytes directly, want at least messages 1-20 (20000)", n)
@@ -485,5 +497,155 @@ func TestWriteFramedWhileShaping(t *testing.T) {
 	}
 	if f := env.p.expect(wire.CmdPSH, st.ID()); !bytes.Equal(f.data, data) {
 		t.Fatal("data differs")
+	}
+}
+
+// TestDeliverFailureReleasesHeldReadLoop: the read loop holds for a lone
+// stream over its buffer; when Deliver's socket then fails, the queue is
+// dropped and the read loop goes on at once (not at its next hold ping).
+func TestDeliverFailureReleasesHeldReadLoop(t *testing.T) {
+	leakCheck(t)
+	env := startServer(t, connKinds[1], Config{StreamBuffer: 64 << 10})
+	env.hello(t, "2")
+	st := env.open(t, 1, wire.Addr{})
+	w, r := socketPair(t)
+	failed := make(chan struct{}, 1)
+	if !st.Deliver(w, func(error) { failed <- struct{}{} }, func(error) {}) {
+		t.Fatal("Deliver refused a TCP socket")
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- env.p.tryWrite(pshFrames(1, pattern(4<<20, 1), 16384)) }()
+	// Wait for the steady state: the read loop holds and the drain
+	// goroutine is blocked on the full socket (nothing moves for 100 ms; on
+	// a slow machine this may misjudge, and the test proves less but does
+	// not fail).
+	waitFor(t, "the read loop to hold for the stream", func() bool { return env.sess.holding.Load() })
+	for last := -1; ; {
+		time.Sleep(100 * time.Millisecond)
+		n, _ := st.held()
+		if n == last && env.sess.holding.Load() {
+			break
+		}
+		last = n
+	}
+	r.SetLinger(0)
+	r.Close()
+	waitDone(t, failed, "onWriteErr")
+	start := time.Now()
+	waitFor(t, "the read loop to go on", func() bool {
+		n, _ := st.held()
+		return n == 0 && !env.sess.holding.Load()
+	})
+	if d := time.Since(start); d >= holdPingInterval/2 {
+		t.Errorf("the read loop stayed held %v after the queue was dropped", d)
+	}
+	if err := waitErr(t, sent, "the peer's write"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeliverOnEndAfterOnWriteErr: a stream closed while onWriteErr runs
+// gets its onEnd only after onWriteErr has returned.
+func TestDeliverOnEndAfterOnWriteErr(t *testing.T) {
+	leakCheck(t)
+	env := startServer(t, connKinds[1], Config{})
+	env.hello(t, "2")
+	st := env.open(t, 1, wire.Addr{})
+	entered, release, ended := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	st.Deliver(failingWriter{}, func(error) {
+		close(entered)
+		<-release
+	}, func(error) { close(ended) })
+	env.p.send(wire.CmdPSH, 1, []byte("x"))
+	waitDone(t, entered, "onWriteErr")
+	st.Close()
+	select {
+	case <-ended:
+		close(release)
+		t.Fatal("onEnd ran while onWriteErr was still running")
+	default:
+	}
+	close(release)
+	waitDone(t, ended, "onEnd after onWriteErr returned")
+}
+
+// failingWriter fails every write.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("test: write failed") }
+func (failingWriter) TryWriter() sockio.TryWriter {
+	return func([]byte) (int, error) { return 0, errors.New("test: write failed") }
+}
+
+// TestAbortDuringBlockedBatchedWrite: a session whose writer is blocked in a
+// batched write (the peer stopped reading) dies at once on Abort; the TLS
+// layer must not wait to send its close alert behind that write.
+func TestAbortDuringBlockedBatchedWrite(t *testing.T) {
+	leakCheck(t)
+	sc, pc := tcpPair(t)
+	sc.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	pc.(*net.TCPConn).SetReadBuffer(64 << 10)
+	b := sockio.NewBatcher(sc)
+	cert, err := tlsutil.SelfSigned("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := tls.Client(b, &tls.Config{InsecureSkipVerify: true})
+	sv := tls.Server(pc, &tls.Config{Certificates: []tls.Certificate{cert}})
+	hs := make(chan error, 1)
+	go func() { hs <- sv.Handshake() }()
+	if err := cl.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitErr(t, hs, "server handshake"); err != nil {
+		t.Fatal(err)
+	}
+	// from here on the server reads nothing
+	sess := NewClient(cl, Config{Scheme: mustScheme(t, noShaping), ProbeTimeout: -1, Batch: b})
+	defer sess.Close()
+	st, err := sess.OpenStream(t.Context(), testDst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	progress := make(chan struct{}, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := st.Write(buf); err != nil {
+				return
+			}
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	// The writer is blocked once its writes stop completing. (If this
+	// guesses wrong on a slow machine, Abort meets no blocked write and the
+	// test proves less, but does not fail.)
+	for quiet := false; !quiet; {
+		select {
+		case <-progress:
+		case <-time.After(200 * time.Millisecond):
+			quiet = true
+		}
+	}
+	start := time.Now()
+	sess.Abort()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Abort blocked for %v behind a write to a peer that does not read", d)
+	}
+}
+
+// waitFor polls cond until it holds (a state, not an event, to wait for),
+// failing after testTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

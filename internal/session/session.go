@@ -330,7 +330,7 @@ func (s *Session) fail(cause error) {
 		}
 		clear(s.streams)
 		s.mu.Unlock()
-		s.conn.Close()
+		s.closeConn()
 		s.stopLiveness()
 		if cause != nil && !errors.Is(cause, net.ErrClosed) {
 			s.log.Debug("session closed", "cause", cause)
@@ -345,6 +345,24 @@ func (s *Session) fail(cause error) {
 			st.terminate(err, false)
 		}
 	})
+}
+
+// closeConn closes the connection when the session dies. A write in
+// progress (perhaps blocked on a peer that stopped reading) is broken by
+// closing the socket first, as crypto/tls itself does for a Write in flight:
+// with the Batcher below TLS, the TLS layer would otherwise not see that
+// write and wait up to 5 s to send its close alert behind it. Without a
+// write in progress the session keeps the write token, so that none starts,
+// and the TLS layer sends its close alert.
+func (s *Session) closeConn() {
+	select {
+	case s.wtoken <- struct{}{}:
+	default:
+		if s.cfg.Batch != nil {
+			s.cfg.Batch.Conn.Close()
+		}
+	}
+	s.conn.Close()
 }
 
 // ---- writing ----

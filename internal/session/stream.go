@@ -304,8 +304,9 @@ func (st *Stream) consumedLocked(n int) {
 // (returning nil) or an error. When w is a TCP or Unix socket (or offers a
 // TryWriter method), data that finds nothing queued before it is written by
 // the session's read loop itself, without a copy or a goroutine switch; the
-// read loop never waits for w: what w does not take at once is queued and
-// written from here.
+// read loop never waits for w to drain: what w does not take at once is
+// queued and written from here. Nothing else may write to such a w while
+// WriteTo runs: the read loop would wait for that writer's system call.
 func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 	if sink := tryWriterFor(w); sink != nil {
 		st.mu.Lock()
@@ -317,6 +318,7 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 		default:
 		}
 		st.sink = sink
+		st.sinkErr = nil // a failure of an earlier WriteTo's writer
 		sunk := st.sunk
 		st.mu.Unlock()
 		defer func() {
@@ -327,8 +329,6 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 			if busy { // only the read loop's write can be in progress here
 				<-st.sinkFree
 			}
-		}()
-		defer func() {
 			st.mu.Lock()
 			total += st.sunk - sunk
 			st.mu.Unlock()
@@ -374,6 +374,7 @@ type delivery struct {
 	onWriteErr func(error)
 	onEnd      func(error)
 	failed     bool // a write to w failed: data is dropped from then on
+	failing    bool // onWriteErr is being called: onEnd waits for it
 	ended      bool // onEnd was called
 }
 
@@ -449,15 +450,28 @@ func (st *Stream) asyncFailLocked() func(error) {
 		return nil
 	}
 	st.async.failed = true
+	st.async.failing = true
 	st.freeQueueLocked()
-	return st.async.onWriteErr
+	signal(st.drained) // a read loop holding for this stream's queue goes on
+	return st.reportWriteErr
+}
+
+// reportWriteErr calls Deliver's onWriteErr, then onEnd if the stream ended
+// meanwhile (onEnd never runs before onWriteErr has returned).
+func (st *Stream) reportWriteErr(err error) {
+	st.async.onWriteErr(err)
+	st.mu.Lock()
+	st.async.failing = false
+	end := st.asyncEndLocked()
+	st.mu.Unlock()
+	end()
 }
 
 // asyncEndLocked returns the call of Deliver's onEnd when it is due now
 // (once), or a no-op. st.mu held.
 func (st *Stream) asyncEndLocked() func() {
 	a := st.async
-	if a == nil || a.ended || !st.ended || st.sinking || st.draining || (st.n > 0 && !a.failed) {
+	if a == nil || a.ended || a.failing || !st.ended || st.sinking || st.draining || (st.n > 0 && !a.failed) {
 		return func() {}
 	}
 	a.ended = true
