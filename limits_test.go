@@ -44,7 +44,18 @@ func TestMaxSessions(t *testing.T) {
 		t.Fatalf("third session: %v, want an Alert", err)
 	}
 	t.Logf("third session: %v", err)
-	rec.wait(t, 10*time.Second, 1, "session refused: limit reached", "user", "tester", "limit", "2")
+	rec.wait(t, 10*time.Second, 1, "session refused: limit reached", "user", "tester", "limit", "2", "refused", "1")
+	// more refusals within 10 s: at debug level, counted for the next warning
+	for range 3 {
+		r := dialRaw(t, addr)
+		r.writeChunks(preamble(testPassword, 30), 64)
+		r.expect(wire.CmdAlert, 0)
+		r.conn.Close()
+	}
+	rec.wait(t, 10*time.Second, 3, "session refused: limit reached (warned already)", "user", "tester")
+	if n := rec.count("session refused: limit reached"); n != 1 {
+		t.Errorf("%d warnings for 4 refused sessions within 10 s, want 1", n)
+	}
 
 	first.conn.Close()
 	waitFor(t, 10*time.Second, "the first session to end", func() bool { return srv.Stats().Sessions == 1 })

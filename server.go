@@ -179,7 +179,11 @@ type Server struct {
 	sessions  map[*liveSession]struct{}
 	closed    bool
 	draining  bool
-	wg        sync.WaitGroup // connections and streams being served
+
+	refusedSessions int       // refused at the session limit since the last warning
+	refusedLogAt    time.Time // when that warning was logged
+
+	wg sync.WaitGroup // connections and streams being served
 }
 
 // NewServer validates cfg and returns a server.

@@ -146,6 +146,10 @@ func (s *Server) closeDrained(ls *liveSession) {
 	}()
 }
 
+// refusedLogEvery spaces the warnings about refused sessions: one line per
+// interval, counting the sessions refused since the previous one.
+const refusedLogEvery = 10 * time.Second
+
 // refuseSession tells an authenticated client that the server cannot take
 // its session, with an Alert, and logs why.
 func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
@@ -153,7 +157,20 @@ func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
 		s.log.Debug("session refused: server shutting down", "remote", remote, "user", user)
 		return
 	}
-	s.log.Warn("session refused: limit reached", "remote", remote, "user", user, "limit", s.cfg.MaxSessions)
+	s.mu.Lock()
+	s.refusedSessions++
+	n := s.refusedSessions
+	warn := s.refusedLogAt.IsZero() || time.Since(s.refusedLogAt) >= refusedLogEvery
+	if warn {
+		s.refusedLogAt, s.refusedSessions = time.Now(), 0
+	}
+	s.mu.Unlock()
+	if warn {
+		s.log.Warn("session refused: limit reached", "remote", remote, "user", user, "limit", s.cfg.MaxSessions,
+			"refused", n)
+	} else {
+		s.log.Debug("session refused: limit reached (warned already)", "remote", remote, "user", user)
+	}
 	frame, _ := wire.AppendFrame(nil, wire.CmdAlert, 0, []byte(alertBusy))
 	conn.SetWriteDeadline(time.Now().Add(session.DefaultAlertTimeout))
 	conn.Write(frame)
