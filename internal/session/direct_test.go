@@ -649,3 +649,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestIdleSessionKeepsNoLargeWriteBuffer: after large writes, a session
+// keeps only a small write buffer (an idle pooled session would otherwise
+// hold 64 KiB).
+func TestIdleSessionKeepsNoLargeWriteBuffer(t *testing.T) {
+	leakCheck(t)
+	env := startClient(t, connKinds[1], Config{})
+	st := env.open(t, testDst)
+	data := pattern(1<<20, 6)
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Write(data)
+		done <- err
+	}()
+	var got []byte
+	for len(got) < len(data) {
+		got = append(got, env.p.expect(wire.CmdPSH, st.ID()).data...)
+	}
+	if err := waitErr(t, done, "Write"); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("data differs")
+	}
+	if err := env.sess.lockWrite(nil); err != nil {
+		t.Fatal(err)
+	}
+	kept := cap(env.sess.wbuf)
+	env.sess.unlockWrite()
+	if kept > 2*smallWrite {
+		t.Fatalf("the session keeps a write buffer of %d bytes after large writes", kept)
+	}
+}

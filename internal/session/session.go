@@ -461,11 +461,20 @@ func (s *Session) writeFrame(cmd wire.Cmd, sid uint32, data []byte, cancel <-cha
 // must be held.
 func (s *Session) writeLocked(b []byte) error {
 	err := s.sendLocked(b)
-	if cap(b) <= 256<<10 {
+	if cap(b) <= 2*smallWrite {
 		s.wbuf = b[:0]
 	}
 	return err
 }
+
+// smallWrite bounds the data of a frame built in the session's own write
+// buffer, which the session keeps; larger frames use pooled buffers.
+const smallWrite = 4 << 10
+
+// writeBuf is a pooled buffer for large frames.
+type writeBuf struct{ b []byte }
+
+var writeBufs = sync.Pool{New: func() any { return &writeBuf{b: make([]byte, 0, wire.HeaderLen+writeChunk+512)} }}
 
 // sendLocked sends b as one logical write, shaped while the client is in its
 // padding phase. The write token must be held.
@@ -569,10 +578,23 @@ func (s *Session) writeData(st *Stream, p []byte, cancel <-chan struct{}) (int, 
 			s.unlockWrite()
 			return written, err
 		}
-		buf := s.takeCtrl(s.wbuf[:0])
-		buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, n)
-		buf = append(buf, p[:n]...)
-		err := s.writeLocked(buf)
+		var err error
+		if n > smallWrite {
+			// a large frame is built in a pooled buffer, so that an idle
+			// session does not keep one of 64 KiB
+			wb := writeBufs.Get().(*writeBuf)
+			buf := s.takeCtrl(wb.b[:0])
+			buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, n)
+			buf = append(buf, p[:n]...)
+			err = s.sendLocked(buf)
+			wb.b = buf[:0]
+			writeBufs.Put(wb)
+		} else {
+			buf := s.takeCtrl(s.wbuf[:0])
+			buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, n)
+			buf = append(buf, p[:n]...)
+			err = s.writeLocked(buf)
+		}
 		s.unlockWrite()
 		if err != nil {
 			return written, err
