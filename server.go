@@ -408,14 +408,16 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 		OnStream: func(st *session.Stream) {
 			s.wg.Add(1) // in the read loop, while serveConn still counts
 			go func() {
-				defer s.wg.Done()
 				if !s.streamStarted(ls) {
 					st.SendSYNACK(ErrServerClosed)
 					st.Close()
+					s.wg.Done()
 					return
 				}
-				defer s.streamEnded(ls)
-				s.serveStream(st, out, log)
+				s.serveStream(st, out, log, func() {
+					s.streamEnded(ls)
+					s.wg.Done()
+				})
 			}()
 		},
 	})
@@ -452,8 +454,14 @@ func (f finOnCloseWrite) CloseWrite() error { return f.Stream.Close() }
 
 // serveStream reads a stream's destination, dials it, reports the outcome
 // with SYNACK and relays.
-func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog.Logger) {
-	defer st.Close()
+func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog.Logger, finish func()) {
+	relayed := false
+	defer func() {
+		if !relayed {
+			st.Close()
+			finish()
+		}
+	}()
 	st.SetReadDeadline(time.Now().Add(s.cfg.DestinationTimeout))
 	dst, err := wire.ReadAddr(st, wire.SOCKS)
 	st.SetReadDeadline(time.Time{})
@@ -487,9 +495,14 @@ func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog
 		return
 	}
 	log.Debug("relaying", "stream", st.ID(), "destination", dst.String())
-	stats, err := relay.Relay(finOnCloseWrite{st}, conn, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle})
-	if err != nil && !errors.Is(err, session.ErrClosedByPeer) && !errors.Is(err, session.ErrSessionClosed) {
-		log.Debug("relay ended with an error", "destination", dst.String(), "err", err)
-	}
-	log.Debug("stream done", "stream", st.ID(), "up", stats.AToB, "down", stats.BToA)
+	// The relay runs without this goroutine, which ends here: its stack,
+	// grown by the dial and the SYNACK, is not kept for the stream's life.
+	relayed = true
+	relay.Start(finOnCloseWrite{st}, conn, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle}, func(stats relay.Stats, err error) {
+		if err != nil && !errors.Is(err, session.ErrClosedByPeer) && !errors.Is(err, session.ErrSessionClosed) {
+			log.Debug("relay ended with an error", "destination", dst.String(), "err", err)
+		}
+		log.Debug("stream done", "stream", st.ID(), "up", stats.AToB, "down", stats.BToA)
+		finish()
+	})
 }

@@ -176,8 +176,8 @@ func run(o options) error {
 
 	icfg := inbound.Config{
 		Logger: log,
-		Relay: func(local, remote net.Conn) {
-			relay.Relay(local, remote, relay.Options{})
+		StartRelay: func(local, remote net.Conn, done func()) {
+			relay.Start(local, remote, relay.Options{}, func(relay.Stats, error) { done() })
 		},
 	}
 	if o.proxyAuth != "" {

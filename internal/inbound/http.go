@@ -67,12 +67,12 @@ func (l *headLimitReader) Read(p []byte) (int, error) {
 
 // serveHTTP serves proxy requests on c until the client is done, a request
 // fails, or a CONNECT hands the connection over to the relay.
-func (s *Server) serveHTTP(c net.Conn, br *bufio.Reader, lr *headLimitReader, log *slog.Logger) {
+func (s *Server) serveHTTP(c net.Conn, br *bufio.Reader, lr *headLimitReader, log *slog.Logger) *relayJob {
 	for first := true; ; first = false {
 		if !first {
 			// Idle keep-alive connections wait at most HandshakeTimeout.
 			if err := c.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout)); err != nil {
-				return
+				return nil
 			}
 		}
 		lr.setLimit(maxHeadBytes)
@@ -91,11 +91,11 @@ func (s *Server) serveHTTP(c net.Conn, br *bufio.Reader, lr *headLimitReader, lo
 				log.Debug("inbound: malformed HTTP request", "err", err)
 				s.writeHTTPError(c, http.StatusBadRequest, "malformed request", nil)
 			}
-			return
+			return nil
 		}
 		// Bodies and responses may take long; only heads are timed.
 		if err := c.SetDeadline(time.Time{}); err != nil {
-			return
+			return nil
 		}
 		if ok, present := s.httpAuthorized(req); !ok {
 			if present {
@@ -105,14 +105,13 @@ func (s *Server) serveHTTP(c net.Conn, br *bufio.Reader, lr *headLimitReader, lo
 			}
 			s.writeHTTPError(c, http.StatusProxyAuthRequired, "proxy authentication required",
 				http.Header{"Proxy-Authenticate": {`Basic realm="anytls"`}})
-			return
+			return nil
 		}
 		if req.Method == http.MethodConnect {
-			s.httpConnect(c, br, req, log)
-			return
+			return s.httpConnect(c, br, req, log)
 		}
 		if !s.httpForward(c, req, log) {
-			return
+			return nil
 		}
 	}
 }
@@ -143,12 +142,12 @@ func (s *Server) httpAuthorized(req *http.Request) (ok, present bool) {
 }
 
 // httpConnect serves CONNECT host:port.
-func (s *Server) httpConnect(c net.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger) {
+func (s *Server) httpConnect(c net.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger) *relayJob {
 	dst, err := wire.ParseAddr(req.URL.Host)
 	if err != nil || dst.Port == 0 {
 		log.Info("inbound: bad CONNECT target", "target", req.RequestURI)
 		s.writeHTTPError(c, http.StatusBadRequest, "CONNECT needs host:port", nil)
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	remote, release, err := s.dial(ctx, dst)
@@ -156,22 +155,23 @@ func (s *Server) httpConnect(c net.Conn, br *bufio.Reader, req *http.Request, lo
 	if err != nil {
 		if errors.Is(err, ErrServerClosed) {
 			log.Debug("inbound: dial aborted by close", "dst", dst.String())
-			return
+			return nil
 		}
 		log.Info("inbound: dial failed", "dst", dst.String(), "err", err)
 		s.writeHTTPError(c, http.StatusBadGateway, fmt.Sprintf("dial %s: %v", dst, err), nil)
-		return
+		return nil
 	}
-	defer release()
 	if err := c.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout)); err != nil {
-		return
+		release()
+		return nil
 	}
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		log.Debug("inbound: CONNECT reply", "dst", dst.String(), "err", err)
-		return
+		release()
+		return nil
 	}
 	log.Debug("inbound: HTTP CONNECT", "dst", dst.String())
-	s.pipe(c, br, remote, dst, log)
+	return s.pipe(c, br, remote, release, dst, log)
 }
 
 // httpForward forwards one absolute-form request and writes the response. It

@@ -90,6 +90,11 @@ type Config struct {
 	// it returns, and on Close. nil means a bidirectional copy that
 	// half-closes where the connections support CloseWrite.
 	Relay func(local, remote net.Conn)
+	// StartRelay, if not nil, is used instead of Relay: it starts the relay
+	// and returns at once, and calls done once when both connections are
+	// closed (relay.Start). The handshake's goroutine then ends before the
+	// relay begins, and an idle relay holds only the goroutines it needs.
+	StartRelay func(local, remote net.Conn, done func())
 }
 
 // Validate reports every problem of c at once; each wraps ErrInvalidConfig.
@@ -121,11 +126,12 @@ func (c *Config) Validate() error {
 
 // Server serves SOCKS5 and HTTP proxy clients. Create it with New.
 type Server struct {
-	cfg       Config
-	dialer    Dialer
-	log       *slog.Logger
-	relay     func(local, remote net.Conn)
-	transport *http.Transport
+	cfg        Config
+	dialer     Dialer
+	log        *slog.Logger
+	relay      func(local, remote net.Conn)
+	startRelay func(local, remote net.Conn, done func())
+	transport  *http.Transport
 
 	auth             bool // credentials are required
 	userSum, passSum [sha256.Size]byte
@@ -156,12 +162,13 @@ func New(cfg Config, d Dialer) (*Server, error) {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	s := &Server{
-		cfg:       cfg,
-		dialer:    d,
-		log:       cfg.Logger,
-		relay:     cfg.Relay,
-		listeners: make(map[uint64]net.Listener),
-		conns:     make(map[uint64]io.Closer),
+		cfg:        cfg,
+		dialer:     d,
+		log:        cfg.Logger,
+		relay:      cfg.Relay,
+		startRelay: cfg.StartRelay,
+		listeners:  make(map[uint64]net.Listener),
+		conns:      make(map[uint64]io.Closer),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -225,11 +232,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			return ErrServerClosed
 		}
-		go func() {
-			defer s.wg.Done()
-			defer s.untrackConn(id, c)
-			s.handle(c)
-		}()
+		go s.serveConn(id, c)
 	}
 }
 
@@ -243,7 +246,48 @@ func (s *Server) ServeConn(c net.Conn) {
 	}
 	defer s.wg.Done()
 	defer s.untrackConn(id, c)
-	s.handle(c)
+	job := s.handle(c)
+	if job == nil {
+		return
+	}
+	if s.startRelay == nil {
+		job.run(s.relay)
+		return
+	}
+	done := make(chan struct{})
+	s.startRelay(job.local, job.remote, func() {
+		job.finish()
+		close(done)
+	})
+	<-done
+}
+
+// serveConn serves a connection accepted by Serve. The handshake runs on
+// this goroutine, which ends after it: its deep calls (the parsing, the dial
+// through the tunnel, the first TLS writes) leave a stack that a goroutine
+// keeps, only halved at each garbage collection, for as long as it lives.
+// The relay runs on its own goroutines (Config.StartRelay), or on a fresh
+// one.
+func (s *Server) serveConn(id uint64, c net.Conn) {
+	job := s.handle(c)
+	if job == nil {
+		s.untrackConn(id, c)
+		s.wg.Done()
+		return
+	}
+	after := func() {
+		job.finish()
+		s.untrackConn(id, c)
+		s.wg.Done()
+	}
+	if s.startRelay != nil {
+		s.startRelay(job.local, job.remote, after)
+		return
+	}
+	go func() {
+		s.relay(job.local, job.remote)
+		after()
+	}()
 }
 
 // Close closes the listeners given to Serve and every live connection, then
@@ -284,28 +328,31 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// handle sniffs the protocol and serves one client connection.
-func (s *Server) handle(c net.Conn) {
+// handle sniffs the protocol and serves one client connection. When the
+// connection is to be relayed it returns the job; nil means the connection
+// is done.
+func (s *Server) handle(c net.Conn) *relayJob {
 	log := s.log.With("client", c.RemoteAddr().String())
 	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
 	if err := c.SetDeadline(deadline); err != nil {
 		log.Debug("inbound: set deadline", "err", err)
-		return
+		return nil
 	}
 	lr := &headLimitReader{r: c}
 	br := bufio.NewReaderSize(lr, readBufferSize)
 	first, err := br.Peek(1)
 	if err != nil {
 		log.Debug("inbound: no data from client", "err", err)
-		return
+		return nil
 	}
 	switch first[0] {
 	case socksVersion5:
-		s.serveSOCKS5(c, br, deadline, log)
+		return s.serveSOCKS5(c, br, deadline, log)
 	case socksVersion4:
 		log.Info("inbound: SOCKS4 is not supported, closing")
+		return nil
 	default:
-		s.serveHTTP(c, br, lr, log)
+		return s.serveHTTP(c, br, lr, log)
 	}
 }
 

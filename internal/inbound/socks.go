@@ -96,13 +96,16 @@ func writeSOCKSReply(w io.Writer, code byte, bnd wire.Addr) error {
 // socksHandler returns the handler of cmd, or nil if the command is not
 // supported. UDP ASSOCIATE (socks_udp.go) needs a Dialer that is also a
 // PacketDialer.
-func (s *Server) socksHandler(cmd socksCmd) func(*socksRequest) {
+func (s *Server) socksHandler(cmd socksCmd) func(*socksRequest) *relayJob {
 	switch cmd {
 	case socksCmdConnect:
 		return s.socksConnect
 	case socksCmdUDPAssociate:
 		if _, ok := s.dialer.(PacketDialer); ok {
-			return s.socksUDPAssociate
+			return func(req *socksRequest) *relayJob {
+				s.socksUDPAssociate(req)
+				return nil
+			}
 		}
 	}
 	return nil
@@ -110,7 +113,7 @@ func (s *Server) socksHandler(cmd socksCmd) func(*socksRequest) {
 
 // serveSOCKS5 runs the handshake on c (whose first byte, already peeked, is
 // 0x05) and dispatches the request.
-func (s *Server) serveSOCKS5(c net.Conn, br *bufio.Reader, deadline time.Time, log *slog.Logger) {
+func (s *Server) serveSOCKS5(c net.Conn, br *bufio.Reader, deadline time.Time, log *slog.Logger) *relayJob {
 	ctx, cancel := context.WithDeadline(s.ctx, deadline)
 	defer cancel()
 
@@ -118,12 +121,12 @@ func (s *Server) serveSOCKS5(c net.Conn, br *bufio.Reader, deadline time.Time, l
 	var buf [2 + 255]byte
 	if _, err := io.ReadFull(br, buf[:2]); err != nil {
 		log.Debug("inbound: SOCKS5 greeting", "err", err)
-		return
+		return nil
 	}
 	methods := buf[2 : 2+int(buf[1])]
 	if _, err := io.ReadFull(br, methods); err != nil {
 		log.Debug("inbound: SOCKS5 greeting", "err", err)
-		return
+		return nil
 	}
 	want := byte(socksMethodNoAuth)
 	if s.auth {
@@ -135,26 +138,26 @@ func (s *Server) serveSOCKS5(c net.Conn, br *bufio.Reader, deadline time.Time, l
 	}
 	if _, err := c.Write([]byte{socksVersion5, chosen}); err != nil {
 		log.Debug("inbound: SOCKS5 method reply", "err", err)
-		return
+		return nil
 	}
 	if chosen == socksMethodNoAcceptable {
 		log.Info("inbound: SOCKS5 client offers no acceptable auth method",
 			"offered", fmt.Sprintf("% x", methods), "want", fmt.Sprintf("%02x", want))
-		return
+		return nil
 	}
 	if chosen == socksMethodUserPass && !s.socksUserPass(c, br, log) {
-		return
+		return nil
 	}
 
 	// Request.
 	var hdr [3]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
 		log.Debug("inbound: SOCKS5 request", "err", err)
-		return
+		return nil
 	}
 	if hdr[0] != socksVersion5 {
 		log.Debug("inbound: SOCKS5 request with bad version", "version", hdr[0])
-		return
+		return nil
 	}
 	cmd := socksCmd(hdr[1])
 	dst, err := wire.ReadAddr(br, wire.SOCKS)
@@ -169,16 +172,16 @@ func (s *Server) serveSOCKS5(c net.Conn, br *bufio.Reader, deadline time.Time, l
 		default:
 			log.Debug("inbound: SOCKS5 request address", "err", err)
 		}
-		return
+		return nil
 	}
 	req := &socksRequest{ctx: ctx, cancel: cancel, conn: c, br: br, cmd: cmd, dst: dst, log: log}
 	h := s.socksHandler(cmd)
 	if h == nil {
 		_ = req.reply(SOCKSReplyCommandNotSupported, wire.Addr{})
 		log.Info("inbound: SOCKS5 command not supported", "cmd", cmd, "dst", dst.String())
-		return
+		return nil
 	}
-	h(req)
+	return h(req)
 }
 
 // socksUserPass runs the RFC 1929 sub-negotiation and reports success.
@@ -222,8 +225,8 @@ func (s *Server) socksUserPass(c net.Conn, br *bufio.Reader, log *slog.Logger) b
 	return ok
 }
 
-// socksConnect serves CONNECT: dial, reply, relay.
-func (s *Server) socksConnect(req *socksRequest) {
+// socksConnect serves CONNECT: dial, reply, and the relay job.
+func (s *Server) socksConnect(req *socksRequest) *relayJob {
 	remote, release, err := s.dial(req.ctx, req.dst)
 	req.cancel()
 	if err != nil {
@@ -234,13 +237,13 @@ func (s *Server) socksConnect(req *socksRequest) {
 		} else {
 			req.log.Info("inbound: dial failed", "dst", req.dst.String(), "reply", socksReplyName(code), "err", err)
 		}
-		return
+		return nil
 	}
-	defer release()
 	if err := req.reply(SOCKSReplySucceeded, wire.Addr{}); err != nil {
 		req.log.Debug("inbound: SOCKS5 reply", "dst", req.dst.String(), "err", err)
-		return
+		release()
+		return nil
 	}
 	req.log.Debug("inbound: SOCKS5 CONNECT", "dst", req.dst.String())
-	s.pipe(req.conn, req.br, remote, req.dst, req.log)
+	return s.pipe(req.conn, req.br, remote, release, req.dst, req.log)
 }

@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/relay"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -449,5 +451,40 @@ func TestGarbageHandshakes(t *testing.T) {
 			}
 			waitConns(t, s)
 		})
+	}
+}
+
+// TestStartRelay: with Config.StartRelay the handshake's goroutine hands the
+// connection to a relay that runs on its own; data, half-close and the
+// clean-up (done, connection tracking, Close waiting) work as with Relay.
+func TestStartRelay(t *testing.T) {
+	checkGoroutines(t)
+	echo := startEcho(t, "127.0.0.1:0").(*net.TCPAddr)
+	var started, finished atomic.Int32
+	cfg := Config{StartRelay: func(local, remote net.Conn, done func()) {
+		started.Add(1)
+		relay.Start(local, remote, relay.Options{}, func(relay.Stats, error) {
+			finished.Add(1)
+			done()
+		})
+	}}
+	s, addr := startServer(t, cfg, &fakeDialer{})
+	for i := range 3 {
+		c := dialProxy(t, addr)
+		rep, err := socksHandshake(c, "", "", socksCmdConnect, wire.AddrFromAddrPort(echo.AddrPort()))
+		if err != nil || rep != SOCKSReplySucceeded {
+			t.Fatalf("handshake: rep %d, %v", rep, err)
+		}
+		echoRoundTrip(t, c, fmt.Sprintf("hello %d", i))
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if rest := expectEOF(t, c); len(rest) != 0 {
+			t.Fatalf("unexpected data %q", rest)
+		}
+	}
+	waitConns(t, s)
+	if n, m := started.Load(), finished.Load(); n != 3 || m != 3 {
+		t.Fatalf("relays started %d, finished %d; want 3, 3", n, m)
 	}
 }

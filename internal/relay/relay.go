@@ -59,17 +59,16 @@ type framedWriter interface {
 // (the local application on a client, the AnyTLS stream on a server). It returns the byte counts and the first error that was
 // not a plain end of stream.
 func Relay(a, b net.Conn, opt Options) (Stats, error) {
-	if opt.HalfCloseIdle <= 0 {
-		opt.HalfCloseIdle = DefaultHalfCloseIdle
-	}
-	r := &relay{a: a, b: b, idle: opt.HalfCloseIdle}
+	r := newRelay(a, b, opt)
+	delivered := make(chan struct{})
+	ended := func() { close(delivered) }
 	switch {
-	case r.deliver(b, a, &r.bToA, false):
+	case r.deliver(b, a, &r.bToA, false, ended):
 		r.pump(a, b, &r.aToB, true)
-		<-r.delivered
-	case r.deliver(a, b, &r.aToB, true):
+		<-delivered
+	case r.deliver(a, b, &r.aToB, true, ended):
 		r.pump(b, a, &r.bToA, false)
-		<-r.delivered
+		<-delivered
 	default:
 		var wg sync.WaitGroup
 		wg.Add(1)
@@ -86,12 +85,50 @@ func Relay(a, b net.Conn, opt Options) (Stats, error) {
 	return Stats{AToB: r.aToB.Load(), BToA: r.bToA.Load()}, r.firstErr()
 }
 
+func newRelay(a, b net.Conn, opt Options) *relay {
+	if opt.HalfCloseIdle <= 0 {
+		opt.HalfCloseIdle = DefaultHalfCloseIdle
+	}
+	return &relay{a: a, b: b, idle: opt.HalfCloseIdle}
+}
+
+// Start relays like Relay but returns at once; done is called once, after
+// both directions have ended and both connections are closed, on whichever
+// goroutine ended last, and must not block. A direction whose source can
+// deliver by itself (an AnyTLS stream) needs no goroutine; the other runs on
+// a goroutine of its own whose stack holds nothing but the copy, so that an
+// idle relay costs as little as possible (a goroutine that waits under
+// deeper frames keeps a stack twice as large).
+func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
+	r := newRelay(a, b, opt)
+	var left atomic.Int32
+	left.Store(2)
+	ended := func() {
+		if left.Add(-1) == 0 {
+			r.stopTimer()
+			a.Close()
+			b.Close()
+			done(Stats{AToB: r.aToB.Load(), BToA: r.bToA.Load()}, r.firstErr())
+		}
+	}
+	if !r.deliver(b, a, &r.bToA, false, ended) {
+		go r.pumpThen(b, a, &r.bToA, false, ended)
+	}
+	if !r.deliver(a, b, &r.aToB, true, ended) {
+		go r.pumpThen(a, b, &r.aToB, true, ended)
+	}
+}
+
+// pumpThen runs pump, then ended: the entry function of Start's goroutines.
+func (r *relay) pumpThen(src, dst net.Conn, count *atomic.Int64, drain bool, ended func()) {
+	r.pump(src, dst, count, drain)
+	ended()
+}
+
 type relay struct {
 	a, b       net.Conn
 	idle       time.Duration
 	aToB, bToA atomic.Int64
-
-	delivered chan struct{} // closed when the delivered direction has ended
 
 	mu     sync.Mutex
 	err    error
@@ -133,14 +170,13 @@ type deliverer interface {
 }
 
 // deliver runs the direction src->dst without a goroutine when src can
-// deliver by itself, with the same rules as pump; r.delivered is closed
-// when the direction has ended. It returns false when src cannot.
-func (r *relay) deliver(src, dst net.Conn, count *atomic.Int64, drain bool) bool {
+// deliver by itself, with the same rules as pump; ended is called when the
+// direction has ended. It returns false when src cannot.
+func (r *relay) deliver(src, dst net.Conn, count *atomic.Int64, drain bool, ended func()) bool {
 	d, ok := src.(deliverer)
 	if !ok {
 		return false
 	}
-	r.delivered = make(chan struct{})
 	cw := &countingWriter{w: dst, count: count}
 	return d.Deliver(cw, func(error) { r.writeFailed(drain) }, func(rerr error) {
 		if rerr == io.EOF {
@@ -151,7 +187,7 @@ func (r *relay) deliver(src, dst net.Conn, count *atomic.Int64, drain bool) bool
 			rerr = nil // ended by our own close after the failed write
 		}
 		r.finish(dst, rerr, werr)
-		close(r.delivered)
+		ended()
 	})
 }
 

@@ -65,12 +65,20 @@ func newChain(t *testing.T) *chain {
 	return c
 }
 
+// useStart makes chain.start use relay.Start instead of relay.Relay (see
+// TestStart).
+var useStart bool
+
 func (c *chain) start(t *testing.T, a, b net.Conn, opt relay.Options) {
 	t.Helper()
-	go func() {
-		st, err := relay.Relay(a, b, opt)
-		c.done <- result{st, err}
-	}()
+	if useStart {
+		relay.Start(a, b, opt, func(st relay.Stats, err error) { c.done <- result{st, err} })
+	} else {
+		go func() {
+			st, err := relay.Relay(a, b, opt)
+			c.done <- result{st, err}
+		}()
+	}
 	t.Cleanup(func() {
 		c.client.Close()
 		c.server.Close()
@@ -425,5 +433,24 @@ func TestRelayWriteErrorBoundedByIdle(t *testing.T) {
 	}
 	if n, err := c.server.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("server read %d, %v; want EOF", n, err)
+	}
+}
+
+// TestStart runs the relay tests again through relay.Start, which must
+// behave as Relay does.
+func TestStart(t *testing.T) {
+	useStart = true
+	defer func() { useStart = false }()
+	for name, test := range map[string]func(*testing.T){
+		"BothWays":                      TestRelayBothWays,
+		"HalfCloseTCP":                  TestRelayHalfCloseTCP,
+		"HalfCloseWithoutCloseWrite":    TestRelayHalfCloseWithoutCloseWrite,
+		"HalfCloseIdleCloses":           TestRelayHalfCloseIdleCloses,
+		"HalfCloseIdleNotWhileFlowing":  TestRelayHalfCloseIdleNotWhileFlowing,
+		"ErrorClosesBoth":               TestRelayErrorClosesBoth,
+		"WriteErrorKeepsOtherDirection": TestRelayWriteErrorKeepsOtherDirection,
+		"WriteErrorBoundedByIdle":       TestRelayWriteErrorBoundedByIdle,
+	} {
+		t.Run(name, test)
 	}
 }

@@ -109,7 +109,9 @@ func runChild(role, server string, maxLife time.Duration) error {
 		}
 		proxy, err := inbound.New(inbound.Config{
 			// the relay anytls-client uses
-			Relay: func(local, remote net.Conn) { relay.Relay(local, remote, relay.Options{}) },
+			StartRelay: func(local, remote net.Conn, done func()) {
+				relay.Start(local, remote, relay.Options{}, func(relay.Stats, error) { done() })
+			},
 		}, sw)
 		if err != nil {
 			return err
