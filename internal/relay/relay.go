@@ -111,10 +111,14 @@ func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
 			done(Stats{AToB: r.aToB.Load(), BToA: r.bToA.Load()}, r.firstErr())
 		}
 	}
-	if !r.deliver(b, a, &r.bToA, false, ended) {
+	// streams deliver first, as in Relay: a pump that ends at once (its
+	// source closed) must not close a stream before it delivers
+	bToA := r.deliver(b, a, &r.bToA, false, ended)
+	aToB := r.deliver(a, b, &r.aToB, true, ended)
+	if !bToA {
 		go r.pumpThen(b, a, &r.bToA, false, ended)
 	}
-	if !r.deliver(a, b, &r.aToB, true, ended) {
+	if !aToB {
 		go r.pumpThen(a, b, &r.aToB, true, ended)
 	}
 }

@@ -682,3 +682,50 @@ func TestIdleSessionKeepsNoLargeWriteBuffer(t *testing.T) {
 		t.Fatalf("the session keeps a write buffer of %d bytes after large writes", kept)
 	}
 }
+
+// TestDeliverEndNotHeldByStuckWrite: when the session dies while the drain
+// goroutine is blocked writing to a destination that takes nothing, onEnd
+// comes at once (the relay then closes the destination, which ends the
+// write); it does not wait for a write that may never finish.
+func TestDeliverEndNotHeldByStuckWrite(t *testing.T) {
+	leakCheck(t)
+	env := startServer(t, connKinds[1], Config{})
+	env.hello(t, "2")
+	st := env.open(t, 1, wire.Addr{})
+	w := &stuckWriter{closed: make(chan struct{})}
+	defer w.Close() // what the relay does: the drain goroutine's write ends
+	ended := make(chan error, 1)
+	if !st.Deliver(w, func(error) {}, func(err error) { ended <- err }) {
+		t.Fatal("Deliver refused a writer with TryWriter")
+	}
+	env.p.send(wire.CmdPSH, 1, []byte("never taken"))
+	waitFor(t, "the drain goroutine to be writing", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.draining && st.sinking
+	})
+	env.sess.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, ErrSessionClosed) {
+			t.Fatalf("onEnd(%v), want the session's end", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("onEnd waits for a write that never finishes")
+	}
+}
+
+// stuckWriter takes nothing: its TryWriter writes nothing, its Write blocks
+// until Close.
+type stuckWriter struct{ closed chan struct{} }
+
+func (w *stuckWriter) TryWriter() sockio.TryWriter {
+	return func([]byte) (int, error) { return 0, nil }
+}
+
+func (w *stuckWriter) Write([]byte) (int, error) {
+	<-w.closed
+	return 0, net.ErrClosed
+}
+
+func (w *stuckWriter) Close() error { close(w.closed); return nil }

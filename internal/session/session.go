@@ -474,7 +474,9 @@ const smallWrite = 4 << 10
 // writeBuf is a pooled buffer for large frames.
 type writeBuf struct{ b []byte }
 
-var writeBufs = sync.Pool{New: func() any { return &writeBuf{b: make([]byte, 0, wire.HeaderLen+writeChunk+512)} }}
+const writeBufSize = wire.HeaderLen + writeChunk + 512
+
+var writeBufs = sync.Pool{New: func() any { return &writeBuf{b: make([]byte, 0, writeBufSize)} }}
 
 // sendLocked sends b as one logical write, shaped while the client is in its
 // padding phase. The write token must be held.
@@ -587,8 +589,10 @@ func (s *Session) writeData(st *Stream, p []byte, cancel <-chan struct{}) (int, 
 			buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, n)
 			buf = append(buf, p[:n]...)
 			err = s.sendLocked(buf)
-			wb.b = buf[:0]
-			writeBufs.Put(wb)
+			if cap(buf) <= 2*writeBufSize { // one grown by a long control queue is dropped
+				wb.b = buf[:0]
+				writeBufs.Put(wb)
+			}
 		} else {
 			buf := s.takeCtrl(s.wbuf[:0])
 			buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, n)

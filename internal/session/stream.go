@@ -388,8 +388,9 @@ type delivery struct {
 //
 // onWriteErr is called once if a write to w fails; the stream's data is
 // dropped from then on. onEnd is called once, with the error that ended the
-// stream (io.EOF for the peer's FIN), when the stream has ended and all
-// data before the end was written or dropped. Both run on whichever
+// stream: after the peer's FIN (io.EOF) once all data before it was written
+// or dropped; after any other end at once, the data being dropped (a write
+// to w in progress may still finish or fail after it, silently). Both run on whichever
 // goroutine sees the event (the read loop, the drain goroutine, the one that
 // closes the stream), without locks held, and must not block. Read, WriteTo
 // and Deliver must not be called after a Deliver that returned true.
@@ -450,6 +451,10 @@ func (st *Stream) asyncFailLocked() func(error) {
 		return nil
 	}
 	st.async.failed = true
+	if st.async.ended { // the stream ended with an error meanwhile: no more callbacks
+		st.freeQueueLocked()
+		return nil
+	}
 	st.async.failing = true
 	st.freeQueueLocked()
 	signal(st.drained) // a read loop holding for this stream's queue goes on
@@ -471,7 +476,14 @@ func (st *Stream) reportWriteErr(err error) {
 // (once), or a no-op. st.mu held.
 func (st *Stream) asyncEndLocked() func() {
 	a := st.async
-	if a == nil || a.ended || a.failing || !st.ended || st.sinking || st.draining || (st.n > 0 && !a.failed) {
+	if a == nil || a.ended || a.failing || !st.ended {
+		return func() {}
+	}
+	// After the peer's FIN everything before it is written first. After
+	// any other end the data is dropped, and a write in progress (perhaps
+	// blocked on a destination that reads nothing) is not waited for: the
+	// relay closes the destination, which ends it.
+	if st.rerr == io.EOF && (st.sinking || st.draining || (st.n > 0 && !a.failed)) {
 		return func() {}
 	}
 	a.ended = true
