@@ -170,3 +170,24 @@ func (c *countingServerLog) Handle(_ context.Context, r slog.Record) error {
 	})
 	return nil
 }
+
+// holdAccepted accepts one connection on ln and holds it, never reading or
+// answering; the cleanup closes both. The channel gets the connection.
+func holdAccepted(t testing.TB, ln net.Listener) <-chan net.Conn {
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		select {
+		case c := <-accepted:
+			c.Close()
+		default:
+		}
+	})
+	return accepted
+}

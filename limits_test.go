@@ -2,9 +2,11 @@ package anytls_test
 
 import (
 	"errors"
+	"net"
 	"runtime"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,4 +226,44 @@ func refusalLog(t *testing.T, rec *logRecorder) (warnings, refused int) {
 		refused += n
 	}
 	return warnings, refused
+}
+
+// TestCloseWithStuckDestination: a client sends more than the sockets hold
+// to a destination that reads nothing, then FIN. The stream still owes the
+// destination its data, so the relay waits; Close must end it anyway.
+func TestCloseWithStuckDestination(t *testing.T) {
+	checkLeaks(t)
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+		})
+	}}
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := holdAccepted(t, ln)
+	addr, srv, _ := startServer(t, func(c *anytls.ServerConfig) {
+		c.StreamBuffer, c.SessionBuffer = 32<<20, 64<<20 // all of it is taken in, none is read out
+	})
+	r := dialRaw(t, addr)
+	r.writeChunks(preamble(testPassword, 30), 64)
+	r.settings()
+	r.openStream(1, ln.Addr().String())
+	data := randomBytes(16 << 20) // more than the kernel buffers hold
+	for off := 0; off < len(data); off += 60000 {
+		r.writeFrame(wire.CmdPSH, 1, data[off:min(off+60000, len(data))])
+	}
+	r.writeFrame(wire.CmdFIN, 1, nil)
+	waitFor(t, 10*time.Second, "the destination to be connected", func() bool { return len(accepted) == 1 })
+	closed := make(chan struct{})
+	go func() {
+		srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waits for a relay whose destination reads nothing")
+	}
 }

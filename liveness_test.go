@@ -382,21 +382,7 @@ func TestInteropHeartbeatsWithSingServer(t *testing.T) {
 func TestServerThatNeverHandshakes(t *testing.T) {
 	checkLeaks(t)
 	ln := listen(t)
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c // held open, never answered
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		select {
-		case c := <-accepted:
-			c.Close()
-		default:
-		}
-	})
+	holdAccepted(t, ln) // held open, never answered
 	c := newClient(t, ln.Addr().String(), nil, func(cfg *anytls.ClientConfig) {
 		cfg.InsecureSkipVerify = true
 		cfg.DialTimeout = time.Second

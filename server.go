@@ -498,7 +498,12 @@ func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog
 	// The relay runs without this goroutine, which ends here: its stack,
 	// grown by the dial and the SYNACK, is not kept for the stream's life.
 	relayed = true
+	// Close (or Shutdown's drain timeout) ends the relay by closing the
+	// destination: a stream the client ended with FIN still delivers what is
+	// queued, and a destination that reads nothing would hold it for ever.
+	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
 	relay.Start(finOnCloseWrite{st}, conn, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle}, func(stats relay.Stats, err error) {
+		stop()
 		if err != nil && !errors.Is(err, session.ErrClosedByPeer) && !errors.Is(err, session.ErrSessionClosed) {
 			log.Debug("relay ended with an error", "destination", dst.String(), "err", err)
 		}
