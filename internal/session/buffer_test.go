@@ -24,10 +24,7 @@ const (
 func TestSlowReaderSiblings(t *testing.T) {
 	forEachConn(t, func(t *testing.T, kind connKind) {
 		t.Run("sequential", func(t *testing.T) {
-			leakCheck(t)
-			env := startServer(t, kind, Config{StreamBuffer: smallStreamBuf, SessionBuffer: smallSessionBuf})
-			env.hello(t, "2")
-			a := env.open(t, 1, wire.Addr{})
+			env, a := serverStream(t, kind, Config{StreamBuffer: smallStreamBuf, SessionBuffer: smallSessionBuf})
 			b := env.open(t, 2, wire.Addr{})
 
 			// A gets 16 times its buffer and never reads. Over a pipe this
@@ -62,10 +59,7 @@ func TestSlowReaderSiblings(t *testing.T) {
 			}
 		})
 		t.Run("interleaved", func(t *testing.T) {
-			leakCheck(t)
-			env := startServer(t, kind, Config{StreamBuffer: smallStreamBuf, SessionBuffer: smallSessionBuf})
-			env.hello(t, "2")
-			a := env.open(t, 1, wire.Addr{})
+			env, a := serverStream(t, kind, Config{StreamBuffer: smallStreamBuf, SessionBuffer: smallSessionBuf})
 			b := env.open(t, 2, wire.Addr{})
 			res := readAllAsync(b)
 			bData := pattern(1<<20, 5)

@@ -43,21 +43,11 @@ func writeToAsync(st *Stream, w io.Writer) <-chan writeToResult {
 	return ch
 }
 
-// serverStream starts a server session with cfg (leak-checked), sends the
-// client's v2 settings and opens stream 1 without a destination.
-func serverStream(t *testing.T, cfg Config) (*serverEnv, *Stream) {
-	t.Helper()
-	leakCheck(t)
-	env := startServer(t, connKinds[1], cfg)
-	env.hello(t, "2")
-	return env, env.open(t, 1, wire.Addr{})
-}
-
 // startDirect opens stream 1 on a server session and runs its WriteTo on a
 // fresh socket; it returns the socket's reading end too.
 func startDirect(t *testing.T) (*serverEnv, *Stream, *net.TCPConn, *net.TCPConn, <-chan writeToResult) {
 	t.Helper()
-	env, st := serverStream(t, Config{})
+	env, st := serverStream(t, connKinds[1], Config{})
 	w, r := socketPair(t)
 	return env, st, w, r, writeToAsync(st, w)
 }
@@ -164,7 +154,7 @@ func TestDirectDeliveryIdleSocket(t *testing.T) {
 // the read loop: a sibling stream gets all its data, and the stuck stream
 // is reset once its buffer is full.
 func TestDirectDeliveryStuckSocket(t *testing.T) {
-	env, stuck := serverStream(t, Config{StreamBuffer: 256 << 10})
+	env, stuck := serverStream(t, connKinds[1], Config{StreamBuffer: 256 << 10})
 	other := env.open(t, 3, wire.Addr{})
 	w, _ := socketPair(t)
 	res := writeToAsync(stuck, w)
@@ -263,7 +253,7 @@ func (ev *deliverEvents) end(t *testing.T) error {
 // in order, onEnd reports the FIN after the last byte was written, and no
 // goroutine is left behind.
 func TestDeliverSlowSocket(t *testing.T) {
-	env, st := serverStream(t, Config{})
+	env, st := serverStream(t, connKinds[1], Config{})
 	w, r := socketPair(t)
 	ev := deliver(t, st, w)
 	data := pattern(6<<20, 5)
@@ -282,7 +272,7 @@ func TestDeliverSlowSocket(t *testing.T) {
 // TestDeliverWriteError: a failed socket is reported once, what follows is
 // dropped, and onEnd still comes at the stream's end.
 func TestDeliverWriteError(t *testing.T) {
-	env, st := serverStream(t, Config{})
+	env, st := serverStream(t, connKinds[1], Config{})
 	w, r := socketPair(t)
 	r.SetLinger(0)
 	r.Close()
@@ -317,7 +307,7 @@ func TestDeliverWriteError(t *testing.T) {
 // TestDeliverAfterEnd: data and FIN that arrived before Deliver are written,
 // then onEnd follows; a stream reset with data queued reports its error.
 func TestDeliverAfterEnd(t *testing.T) {
-	env, st := serverStream(t, Config{})
+	env, st := serverStream(t, connKinds[1], Config{})
 	env.p.send(wire.CmdPSH, 1, []byte("early"))
 	env.p.send(wire.CmdFIN, 1, nil)
 	waitDone(t, st.Done(), "FIN")
@@ -424,7 +414,7 @@ func TestDeliverCallbacksMayClose(t *testing.T) {
 // waiting, and falls back to Write for data over one frame or too little
 // room; on a client in its padding phase the shaped path is used.
 func TestWriteFramed(t *testing.T) {
-	env, st := serverStream(t, Config{})
+	env, st := serverStream(t, connKinds[1], Config{})
 	framed := func(data []byte, room int) []byte {
 		b := make([]byte, room+len(data))
 		for i := range room {
@@ -496,7 +486,7 @@ func TestWriteFramedWhileShaping(t *testing.T) {
 // stream over its buffer; when Deliver's socket then fails, the queue is
 // dropped and the read loop goes on at once (not at its next hold ping).
 func TestDeliverFailureReleasesHeldReadLoop(t *testing.T) {
-	env, st := serverStream(t, Config{StreamBuffer: 64 << 10})
+	env, st := serverStream(t, connKinds[1], Config{StreamBuffer: 64 << 10})
 	w, r := socketPair(t)
 	failed := make(chan struct{}, 1)
 	if !st.Deliver(w, func(error) { failed <- struct{}{} }, func(error) {}) {
@@ -536,7 +526,7 @@ func TestDeliverFailureReleasesHeldReadLoop(t *testing.T) {
 // TestDeliverOnEndAfterOnWriteErr: a stream closed while onWriteErr runs
 // gets its onEnd only after onWriteErr has returned.
 func TestDeliverOnEndAfterOnWriteErr(t *testing.T) {
-	env, st := serverStream(t, Config{})
+	env, st := serverStream(t, connKinds[1], Config{})
 	entered, release, ended := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	st.Deliver(failingWriter{}, func(error) {
 		close(entered)
@@ -674,7 +664,7 @@ func TestIdleSessionKeepsNoLargeWriteBuffer(t *testing.T) {
 // comes at once (the relay then closes the destination, which ends the
 // write); it does not wait for a write that may never finish.
 func TestDeliverEndNotHeldByStuckWrite(t *testing.T) {
-	env, st := serverStream(t, Config{})
+	env, st := serverStream(t, connKinds[1], Config{})
 	w := &stuckWriter{closed: make(chan struct{})}
 	defer w.Close() // what the relay does: the drain goroutine's write ends
 	ended := make(chan error, 1)

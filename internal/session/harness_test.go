@@ -433,6 +433,16 @@ func startServerOn(t *testing.T, sc, pc net.Conn, cfg Config) *serverEnv {
 	return env
 }
 
+// serverStream starts a server session on kind with cfg (leak-checked),
+// sends the client's v2 settings and opens stream 1 without a destination.
+func serverStream(t *testing.T, kind connKind, cfg Config) (*serverEnv, *Stream) {
+	t.Helper()
+	leakCheck(t)
+	env := startServer(t, kind, cfg)
+	env.hello(t, "2")
+	return env, env.open(t, 1, wire.Addr{})
+}
+
 // hello sends the client's Settings with version v ("" for none) and the md5
 // of the server's scheme, so that no UpdatePaddingScheme is pushed, and
 // consumes the ServerSettings that a v2 client gets.

@@ -333,10 +333,7 @@ func TestServerMaxStreams(t *testing.T) {
 
 // TestServerDuplicateSYN: a second SYN for an open stream is ignored.
 func TestServerDuplicateSYN(t *testing.T) {
-	leakCheck(t)
-	env := startServer(t, connKinds[0], Config{})
-	env.hello(t, "2")
-	st := env.open(t, 1, wire.Addr{})
+	env, st := serverStream(t, connKinds[0], Config{})
 	env.p.send(wire.CmdSYN, 1, nil)
 	env.p.send(wire.CmdSYN, 0, nil) // stream 0 is never a stream
 	env.p.send(wire.CmdPSH, 1, []byte("abc"))
@@ -388,10 +385,7 @@ func TestServeTwice(t *testing.T) {
 // is not a protocol violation, and OnClose sees it.
 func TestServerPeerCloses(t *testing.T) {
 	forEachConn(t, func(t *testing.T, kind connKind) {
-		leakCheck(t)
-		env := startServer(t, kind, Config{})
-		env.hello(t, "2")
-		st := env.open(t, 1, wire.Addr{})
+		env, st := serverStream(t, kind, Config{})
 		env.p.conn.Close()
 		err := waitErr(t, env.served, "Serve")
 		if !errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrProtocol) {

@@ -43,10 +43,7 @@ func junk() []byte {
 func TestSkipUnknownFrames(t *testing.T) {
 	forEachConn(t, func(t *testing.T, kind connKind) {
 		t.Run("server", func(t *testing.T) {
-			leakCheck(t)
-			env := startServer(t, kind, Config{})
-			env.hello(t, "2")
-			st := env.open(t, 1, wire.Addr{})
+			env, st := serverStream(t, kind, Config{})
 			var b []byte
 			b = append(b, frameBytes(wire.CmdPSH, 1, []byte("hello "))...)
 			b = append(b, junk()...)
@@ -94,10 +91,7 @@ func TestSkipUnknownFrames(t *testing.T) {
 
 func TestPeerFIN(t *testing.T) {
 	forEachConn(t, func(t *testing.T, kind connKind) {
-		leakCheck(t)
-		env := startServer(t, kind, Config{})
-		env.hello(t, "2")
-		st := env.open(t, 1, wire.Addr{})
+		env, st := serverStream(t, kind, Config{})
 		env.p.write(append(frameBytes(wire.CmdPSH, 1, []byte("last words")),
 			frameBytes(wire.CmdFIN, 1, nil)...))
 		got, err := readUntilErr(t, st)
@@ -133,10 +127,7 @@ func TestPeerFIN(t *testing.T) {
 // TestPeerFINWriteTo: WriteTo returns nil at the peer's FIN, having copied
 // everything.
 func TestPeerFINWriteTo(t *testing.T) {
-	leakCheck(t)
-	env := startServer(t, connKinds[0], Config{})
-	env.hello(t, "2")
-	st := env.open(t, 1, wire.Addr{})
+	env, st := serverStream(t, connKinds[0], Config{})
 	data := pattern(300000, 3)
 	env.p.write(append(pshFrames(1, data, 65535), frameBytes(wire.CmdFIN, 1, nil)...))
 	// A partial Read first, so that WriteTo starts inside a chunk.
@@ -153,10 +144,7 @@ func TestPeerFINWriteTo(t *testing.T) {
 func TestLocalClose(t *testing.T) {
 	forEachConn(t, func(t *testing.T, kind connKind) {
 		t.Run("server", func(t *testing.T) {
-			leakCheck(t)
-			env := startServer(t, kind, Config{})
-			env.hello(t, "2")
-			st := env.open(t, 1, wire.Addr{})
+			env, st := serverStream(t, kind, Config{})
 			env.p.send(wire.CmdPSH, 1, []byte("buffered"))
 			readN(t, st, 1)
 			checkLocalClose(t, env.p, st)
@@ -273,10 +261,7 @@ func checkSessionClosed(t *testing.T, p *peer, sts []*Stream, blocked <-chan rea
 
 func TestReadDeadline(t *testing.T) {
 	forEachConn(t, func(t *testing.T, kind connKind) {
-		leakCheck(t)
-		env := startServer(t, kind, Config{})
-		env.hello(t, "2")
-		st := env.open(t, 1, wire.Addr{})
+		env, st := serverStream(t, kind, Config{})
 
 		// A deadline in the past fails at once.
 		st.SetReadDeadline(time.Now().Add(-time.Second))
@@ -356,10 +341,7 @@ func checkTimeout(t *testing.T, st *Stream) {
 func TestLargeWrites(t *testing.T) {
 	forEachConn(t, func(t *testing.T, kind connKind) {
 		t.Run("server-writes", func(t *testing.T) {
-			leakCheck(t)
-			env := startServer(t, kind, Config{})
-			env.hello(t, "2")
-			st := env.open(t, 1, wire.Addr{})
+			env, st := serverStream(t, kind, Config{})
 			checkLargeWrite(t, env.p, st, 1<<20)
 			checkLargeWrite(t, env.p, st, 65536)
 			checkLargeWrite(t, env.p, st, 65535)
@@ -379,10 +361,7 @@ func TestLargeWrites(t *testing.T) {
 			checkLargeWrite(t, env.p, st, 1<<20)
 		})
 		t.Run("server-reads", func(t *testing.T) {
-			leakCheck(t)
-			env := startServer(t, kind, Config{})
-			env.hello(t, "2")
-			st := env.open(t, 1, wire.Addr{})
+			env, st := serverStream(t, kind, Config{})
 			data := pattern(1<<20, 9)
 			res := readAllAsync(st)
 			env.p.write(append(pshFrames(1, data, 65535), frameBytes(wire.CmdFIN, 1, nil)...))
