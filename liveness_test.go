@@ -55,18 +55,26 @@ func TestFrozenSessionDetected(t *testing.T) {
 	}
 }
 
-func testFrozenSession(t *testing.T, dirs int) {
+// dialThroughMiddlebox starts our server behind a middlebox and an echo
+// destination, and dials one stream through a client with fast liveness
+// timers (leaks checked).
+func dialThroughMiddlebox(t *testing.T) (*middlebox, *anytls.Client, context.Context, string, net.Conn) {
+	t.Helper()
 	checkLeaks(t)
 	echo := startEcho(t)
 	addr, _, pin := startServer(t, nil)
 	mb := startMiddlebox(t, addr)
 	c := newClient(t, mb.addr(), pin, fastLiveness)
 	ctx := testContext(t, 30*time.Second)
-
 	conn, err := c.DialContext(ctx, "tcp", echo)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mb, c, ctx, echo, conn
+}
+
+func testFrozenSession(t *testing.T, dirs int) {
+	mb, c, ctx, echo, conn := dialThroughMiddlebox(t)
 	defer conn.Close()
 	echoRoundTrip(t, conn, []byte("before the freeze"))
 	mb.freezeExisting(dirs)
@@ -95,23 +103,13 @@ func testFrozenSession(t *testing.T, dirs int) {
 // SYNACK timeout instead of hanging; the session is then found dead, and once
 // the path works again the next request succeeds at once.
 func TestRequestOnFrozenPooledSession(t *testing.T) {
-	checkLeaks(t)
-	echo := startEcho(t)
-	addr, _, pin := startServer(t, nil)
-	mb := startMiddlebox(t, addr)
-	c := newClient(t, mb.addr(), pin, fastLiveness)
-	ctx := testContext(t, 30*time.Second)
-
-	conn, err := c.DialContext(ctx, "tcp", echo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mb, c, ctx, echo, conn := dialThroughMiddlebox(t)
 	echoRoundTrip(t, conn, []byte("warm up"))
 	conn.Close()
 	mb.freezeExisting(bothWays)
 
 	start := time.Now()
-	conn, err = c.DialContext(ctx, "tcp", echo)
+	conn, err := c.DialContext(ctx, "tcp", echo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,24 +157,7 @@ func FuzzServerSession(f *testing.F) {
 			out.drain(pc)
 		}()
 
-		pc.SetWriteDeadline(time.Now().Add(fuzzBound))
-		_, werr := pc.Write(in)
-		if ne, ok := werr.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("session stopped reading its input")
-		}
-		pc.Close()
-		select {
-		case <-served:
-		case <-time.After(fuzzBound):
-			t.Fatalf("session did not end within %v of its input closing", fuzzBound)
-		}
-		sess.Close()
-		<-drained
-		waitGroupBounded(t, &handlers, "stream handlers")
-
-		if len(out.bad) > 0 {
-			t.Fatalf("server sent frames it must not: %v", out.bad)
-		}
+		feedSession(t, pc, in, sess, served, drained, &handlers, "server", out)
 		if v := serverViewOfVersion(in); v < 2 {
 			for _, fr := range out.frames {
 				if fr.cmd == wire.CmdSYNACK || fr.cmd == wire.CmdServerSettings {
@@ -245,28 +228,38 @@ func FuzzClientSession(f *testing.F) {
 			io.Copy(io.Discard, st)
 		}()
 
-		pc.SetWriteDeadline(time.Now().Add(fuzzBound))
-		_, werr := pc.Write(in)
-		if ne, ok := werr.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("session stopped reading its input")
-		}
-		pc.Close()
-		select {
-		case <-sess.Done():
-		case <-time.After(fuzzBound):
-			t.Fatalf("session did not end within %v of its input closing", fuzzBound)
-		}
-		sess.Close()
-		<-drained
-		waitGroupBounded(t, &user, "stream user")
-		if len(out.bad) > 0 {
-			t.Fatalf("client sent frames it must not: %v", out.bad)
-		}
+		feedSession(t, pc, in, sess, sess.Done(), drained, &user, "client", out)
 		if n := sess.buffered.Load(); n != 0 {
 			t.Fatalf("session accounts %d buffered bytes after its streams closed", n)
 		}
 		goleak.VerifyNone(t, ignore)
 	})
+}
+
+// feedSession writes in to the peer's end pc and closes it, then checks
+// that the session reads all of it, ends (ended yields) within fuzzBound,
+// that its stream goroutines (wg) finish and that who (client or server)
+// sent no frame it must not. drained is closed when out has read all.
+func feedSession[T any](t *testing.T, pc net.Conn, in []byte, sess *Session, ended <-chan T, drained <-chan struct{},
+	wg *sync.WaitGroup, who string, out *outputChecker) {
+	t.Helper()
+	pc.SetWriteDeadline(time.Now().Add(fuzzBound))
+	_, werr := pc.Write(in)
+	if ne, ok := werr.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("session stopped reading its input")
+	}
+	pc.Close()
+	select {
+	case <-ended:
+	case <-time.After(fuzzBound):
+		t.Fatalf("session did not end within %v of its input closing", fuzzBound)
+	}
+	sess.Close()
+	<-drained
+	waitGroupBounded(t, wg, who+" stream goroutines")
+	if len(out.bad) > 0 {
+		t.Fatalf("%s sent frames it must not: %v", who, out.bad)
+	}
 }
 
 func waitGroupBounded(t *testing.T, wg *sync.WaitGroup, what string) {
