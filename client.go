@@ -356,3 +356,23 @@ func (c *Client) storeScheme(s *padding.Scheme) {
 		c.log.Info("server pushed a new padding scheme", "md5", s.MD5())
 	}
 }
+
+// onFreshStack runs f on a goroutine of its own and returns its results.
+// The TLS handshake runs deep call chains that grow a goroutine's stack to
+// tens of KiB, and a stack shrinks only by half per garbage collection: a
+// caller of DialContext that then waits on the stream for hours keeps its
+// small stack when the handshake ran elsewhere.
+func onFreshStack[A, B, C any](f func() (A, B, C)) (A, B, C) {
+	type result struct {
+		a A
+		b B
+		c C
+	}
+	ch := make(chan result, 1)
+	go func() {
+		a, b, c := f()
+		ch <- result{a, b, c}
+	}()
+	r := <-ch
+	return r.a, r.b, r.c
+}

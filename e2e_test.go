@@ -3,6 +3,8 @@ package anytls_test
 import (
 	"errors"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,4 +120,36 @@ func TestPinMismatch(t *testing.T) {
 		t.Fatalf("err = %T %v", err, err)
 	}
 	t.Logf("pin mismatch error: %v", err)
+}
+
+// TestIdleWaitsOnFreshGoroutines: once a session and a relay have nothing
+// to read, no goroutine waits under the frames of a TLS read or of a copy
+// (such a goroutine keeps the stack its traffic grew): session readers wait
+// in waitThenRead, the server's destination pump in waitAsync, and traffic
+// after the idle spell still flows both ways.
+func TestIdleWaitsOnFreshGoroutines(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	addr, _, pin := startServer(t, nil)
+	c := newClient(t, addr, pin, nil)
+	ctx := testContext(t, 30*time.Second)
+	conn, err := c.DialContext(ctx, "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	echoRoundTrip(t, conn, randomBytes(300_000)) // grows the stacks
+	count := func(stacks, fn string) int { return strings.Count(stacks, fn+"(") }
+	var stacks string
+	waitFor(t, 10*time.Second, "idle readers and pumps to wait on fresh goroutines", func() bool {
+		buf := make([]byte, 1<<20)
+		stacks = string(buf[:runtime.Stack(buf, true)])
+		return count(stacks, "session.(*Session).readFrames") == 0 &&
+			count(stacks, "relay.(*copier).copy") == 0 &&
+			count(stacks, "session.(*Session).waitThenRead") == 2 && // client and server
+			count(stacks, "relay.(*relay).waitAsync") == 1 // the server's destination pump
+	})
+	for range 3 {
+		echoRoundTrip(t, conn, randomBytes(100_000))
+	}
 }

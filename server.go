@@ -299,10 +299,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			conn.Close()
 			return ErrServerClosed
 		}
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(conn, out)
-		}()
+		go s.serveConn(conn, out, s.wg.Done)
 	}
 }
 
@@ -352,41 +349,32 @@ func (s *Server) ServeConn(raw net.Conn) {
 		raw.Close()
 		return
 	}
-	defer s.wg.Done()
-	s.serveConn(raw, s.outboundFor(raw.LocalAddr()))
+	ended := make(chan struct{})
+	s.serveConn(raw, s.outboundFor(raw.LocalAddr()), func() { close(ended) })
+	<-ended
+	s.wg.Done()
 }
 
-// onFreshStack runs f on a goroutine of its own and returns its results.
-// The TLS handshake runs deep call chains that grow a goroutine's stack to
-// tens of KiB, and a stack shrinks only by half per garbage collection: the
-// goroutine that then waits on the connection for hours (a session's read
-// loop, a relay) keeps its small stack when the handshake ran elsewhere.
-func onFreshStack[A, B, C any](f func() (A, B, C)) (A, B, C) {
-	type result struct {
-		a A
-		b B
-		c C
-	}
-	ch := make(chan result, 1)
-	go func() {
-		a, b, c := f()
-		ch <- result{a, b, c}
-	}()
-	r := <-ch
-	return r.a, r.b, r.c
-}
-
-// serveConn serves one connection; the caller counts it in s.wg.
-func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
-	defer raw.Close()
+// serveConn serves one connection; the caller counts it in s.wg. It
+// returns once the session runs (on goroutines of its own, see
+// session.Session.Start) or has failed to start; done is called when the
+// connection has ended and is closed.
+func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer, done func()) {
 	if !s.track(raw, true) {
+		raw.Close()
+		done()
 		return
 	}
-	defer s.track(raw, false)
+	end := func() {
+		s.track(raw, false)
+		raw.Close()
+		done()
+	}
 	remote := raw.RemoteAddr().String()
 	raw.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	conn, user, ok := onFreshStack(func() (net.Conn, string, bool) { return s.preTrust(raw, remote) })
+	conn, user, ok := s.preTrust(raw, remote)
 	if !ok {
+		end()
 		return
 	}
 	raw.SetDeadline(time.Time{})
@@ -423,14 +411,17 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer) {
 	})
 	if err := s.addSession(ls, raw); err != nil {
 		s.refuseSession(conn, err, remote, user)
+		end()
 		return
 	}
-	defer s.removeSession(ls)
 	log.Debug("session started")
 	stop := context.AfterFunc(s.ctx, ls.sess.Abort)
-	defer stop()
-	err := ls.sess.Serve()
-	log.Debug("session ended", "err", err)
+	ls.sess.Start(func(err error) {
+		stop()
+		s.removeSession(ls)
+		log.Debug("session ended", "err", err)
+		end()
+	})
 }
 
 // authenticate compares the hash against every user in constant time.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,10 +96,12 @@ func newRelay(a, b net.Conn, opt Options) *relay {
 // Start relays like Relay but returns at once; done is called once, after
 // both directions have ended and both connections are closed, on whichever
 // goroutine ended last, and must not block. A direction whose source can
-// deliver by itself (an AnyTLS stream) needs no goroutine; the other runs on
-// a goroutine of its own whose stack holds nothing but the copy, so that an
-// idle relay costs as little as possible (a goroutine that waits under
-// deeper frames keeps a stack twice as large).
+// deliver by itself (an AnyTLS stream) needs no goroutine. The other one
+// copies on a goroutine of its own, and when its source (a TCP connection)
+// has had nothing to read for sockio.IdleAfter, it hands the wait to a new
+// goroutine and ends: a goroutine that waits where it copied (a TLS write,
+// say) keeps a stack of 4 KiB or more, one that only ever waited keeps the
+// smallest stack Go gives. The relay owns the source's read deadline.
 func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
 	r := newRelay(a, b, opt)
 	var left atomic.Int32
@@ -116,17 +119,33 @@ func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
 	bToA := r.deliver(b, a, &r.bToA, false, ended)
 	aToB := r.deliver(a, b, &r.aToB, true, ended)
 	if !bToA {
-		go r.pumpThen(b, a, &r.bToA, false, ended)
+		go r.pumpAsync(newCopier(a, b, &r.bToA), false, ended)
 	}
 	if !aToB {
-		go r.pumpThen(a, b, &r.aToB, true, ended)
+		go r.pumpAsync(newCopier(b, a, &r.aToB), true, ended)
 	}
 }
 
-// pumpThen runs pump, then ended: the entry function of Start's goroutines.
-func (r *relay) pumpThen(src, dst net.Conn, count *atomic.Int64, drain bool, ended func()) {
-	r.pump(src, dst, count, drain)
+// pumpAsync is pump for Start: it copies until the source has nothing to
+// read, then waits on a new goroutine (waitAsync) and ends.
+func (r *relay) pumpAsync(c *copier, drain bool, ended func()) {
+	rerr, werr, idle := c.copy(true)
+	if idle {
+		go r.waitAsync(c, drain, ended)
+		return
+	}
+	r.copied(c, rerr, werr, drain)
 	ended()
+}
+
+// waitAsync waits until c's source has something to read, then copies on.
+func (r *relay) waitAsync(c *copier, drain bool, ended func()) {
+	if err := c.wait(); err != nil {
+		r.copied(c, err, nil, drain)
+		ended()
+		return
+	}
+	r.pumpAsync(c, drain, ended)
 }
 
 type relay struct {
@@ -156,15 +175,21 @@ type relay struct {
 // that b (a destination streaming to a departed client, say) is not read for
 // nothing.
 func (r *relay) pump(src, dst net.Conn, count *atomic.Int64, drain bool) {
-	rerr, werr := copyCounting(dst, src, count)
+	c := newCopier(dst, src, count)
+	rerr, werr, _ := c.copy(false)
+	r.copied(c, rerr, werr, drain)
+}
+
+// copied ends a direction whose copy returned rerr or werr (see pump).
+func (r *relay) copied(c *copier, rerr, werr error, drain bool) {
 	if werr != nil {
 		r.writeFailed(drain)
 	}
 	if werr != nil && drain {
 		var dropped atomic.Int64
-		rerr, _ = copyCounting(io.Discard, src, &dropped)
+		rerr, _, _ = newCopier(io.Discard, c.src, &dropped).copy(false)
 	}
-	r.finish(dst, rerr, werr)
+	r.finish(c.dst.(net.Conn), rerr, werr)
 }
 
 // A deliverer (an AnyTLS stream) writes its data to a socket from its
@@ -330,61 +355,107 @@ func (c *countingWriter) TryWriter() sockio.TryWriter {
 	return func(p []byte) (int, error) { return c.note(tw(p)) }
 }
 
-// copyCounting copies until EOF (both results nil), a read error (rerr) or a
-// write error (werr). A source that can write itself out (an AnyTLS stream)
-// does so without a copy.
-func copyCounting(dst io.Writer, src io.Reader, count *atomic.Int64) (rerr, werr error) {
-	if wt, ok := src.(io.WriterTo); ok {
-		if _, isTCP := src.(*net.TCPConn); !isTCP {
-			cw := &countingWriter{w: dst, count: count}
+// A copier copies src to dst, counting what it writes. A TCP source is
+// read with a read that never waits; once it is drained, the copier waits
+// for more without holding a buffer, so that an idle connection costs no
+// 64 KiB buffer.
+type copier struct {
+	dst    io.Writer
+	src    io.Reader
+	count  *atomic.Int64
+	try    func([]byte) (int, error) // nil: src.Read, which waits
+	wait   func() error
+	fw     framedWriter
+	framed bool
+}
+
+// waitFor waits up to d for the source to have something to read; ready is
+// false when the time ran out.
+func (c *copier) waitFor(d time.Duration) (ready bool, err error) {
+	dl, ok := c.src.(interface{ SetReadDeadline(time.Time) error })
+	if !ok {
+		return true, c.wait()
+	}
+	dl.SetReadDeadline(time.Now().Add(d))
+	err = c.wait()
+	dl.SetReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func newCopier(dst io.Writer, src io.Reader, count *atomic.Int64) *copier {
+	c := &copier{dst: dst, src: src, count: count}
+	if try, wait := sockio.NewTryReader(src), sockio.ReadWaiter(src); try != nil && wait != nil {
+		c.try, c.wait = try, wait
+	}
+	c.fw, c.framed = dst.(framedWriter)
+	return c
+}
+
+// copy copies until EOF (both results nil), a read error (rerr) or a write
+// error (werr). With yield set it also returns, with idle set, when the
+// source has had nothing to read for sockio.IdleAfter; the caller then
+// waits (c.wait) and calls copy again. A source that can write itself out
+// (an AnyTLS stream) does so without a copy and never yields.
+func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
+	if wt, ok := c.src.(io.WriterTo); ok {
+		if _, isTCP := c.src.(*net.TCPConn); !isTCP {
+			cw := &countingWriter{w: c.dst, count: c.count}
 			_, err := wt.WriteTo(cw)
 			if err != nil && cw.writeErr() != nil {
-				return nil, err
+				return nil, err, false
 			}
-			return err, nil
+			return err, nil, false
 		}
 	}
-	// A relay spends most of its life blocked in Read. On a TCP source it
-	// waits for data without holding a buffer once the socket was drained,
-	// so that an idle connection costs no 64 KiB buffer.
-	waiter, try := sockio.ReadWaiter(src), sockio.NewTryReader(src)
-	fw, framed := dst.(framedWriter)
 	for {
 		bp := bufPool.Get().(*[]byte)
 		buf := (*bp)[headroom:]
 		var n int
 		var rerr error
-		if try != nil && waiter != nil {
-			n, rerr = try(buf)
+		if c.try != nil {
+			n, rerr = c.try(buf)
 			if rerr == sockio.ErrWouldBlock {
 				bufPool.Put(bp)
-				if err := waiter(); err != nil {
-					return err, nil
+				if yield {
+					ready, err := c.waitFor(sockio.IdleAfter)
+					if err != nil {
+						return err, nil, false
+					}
+					if !ready {
+						return nil, nil, true
+					}
+					continue
+				}
+				if err := c.wait(); err != nil {
+					return err, nil, false
 				}
 				continue
 			}
 		} else {
-			n, rerr = src.Read(buf)
+			n, rerr = c.src.Read(buf)
 		}
 		var werr error
 		if n > 0 {
 			var m int
-			if framed {
-				m, werr = fw.WriteFramed((*bp)[:headroom+n], headroom)
+			if c.framed {
+				m, werr = c.fw.WriteFramed((*bp)[:headroom+n], headroom)
 			} else {
-				m, werr = dst.Write(buf[:n])
+				m, werr = c.dst.Write(buf[:n])
 			}
-			count.Add(int64(m))
+			c.count.Add(int64(m))
 		}
 		bufPool.Put(bp)
 		if werr != nil {
-			return nil, werr
+			return nil, werr, false
 		}
 		if rerr == io.EOF {
-			return nil, nil
+			return nil, nil, false
 		}
 		if rerr != nil {
-			return rerr, nil
+			return rerr, nil, false
 		}
 	}
 }

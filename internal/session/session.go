@@ -4,7 +4,10 @@
 //
 // Concurrency model: one goroutine reads the connection (readLoop) and never
 // waits for a stream's consumer, except to apply backpressure when a stream
-// that is alone on its session has filled its buffer. Writes are made by the
+// that is alone on its session has filled its buffer. When the connection
+// has nothing to read at a frame boundary, the reader hands the wait to a
+// new goroutine and ends (see readLoop), so that an idle session waits on
+// the smallest stack instead of the one its last burst of traffic grew. Writes are made by the
 // goroutine that asks for them, one at a time under the write token, so the
 // data path has no goroutine hand-off. Control frames produced by the reader
 // (heartbeat answers, resets, settings answers) are queued and written by the
@@ -185,10 +188,15 @@ type Session struct {
 	dieErr    error // set before die is closed
 	wg        sync.WaitGroup
 	readerRun bool
+	onEnd     func(error) // Start's callback, set before the read loop starts
 
 	// read loop only
 	refused      int       // streams refused since the last warning
 	refusedLogAt time.Time // when that warning was logged
+	frames       int       // frames read so far
+	settingsSeen bool      // the client's Settings arrived (server)
+	hdr          wire.Header
+	waitErr      error // the error of the last wait for input
 }
 
 func newSession(conn net.Conn, cfg Config) *Session {
@@ -251,25 +259,36 @@ func NewServer(conn net.Conn, cfg Config) *Session {
 	return newSession(conn, cfg)
 }
 
-// Serve runs a server session's read loop until the session ends, and returns
-// the cause. It closes the session before returning.
+// Serve runs a server session until it ends, and returns the cause. It
+// closes the session before returning.
 func (s *Session) Serve() error {
+	ch := make(chan error, 1)
+	s.Start(func(err error) { ch <- err })
+	return <-ch
+}
+
+// Start runs a server session like Serve but returns at once; done is
+// called once with Serve's result, after the session has ended and its
+// other goroutines have exited, on one of its goroutines. done must not
+// call Close.
+func (s *Session) Start(done func(error)) {
 	s.mu.Lock()
 	if s.readerRun {
 		s.mu.Unlock()
-		return errors.New("anytls: session already running")
+		done(errors.New("anytls: session already running"))
+		return
 	}
 	s.readerRun = true
 	if s.IsClosed() {
 		s.mu.Unlock()
-		return s.Err()
+		done(s.Err())
+		return
 	}
+	s.onEnd = done
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.armLiveness(s.idleTimeout)
-	s.readLoop()
-	s.wg.Wait()
-	return s.Err()
+	go s.readLoop()
 }
 
 // Conn returns the underlying connection.
@@ -726,14 +745,79 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 
 // ---- reading ----
 
+// readLoop reads frames until the session ends, or until the connection has
+// had nothing to read at a frame boundary for sockio.IdleAfter: then it
+// starts waitThenRead on a new goroutine, which inherits its place in wg,
+// and ends. A goroutine's stack grows with the deepest calls it makes (TLS
+// decryption, a write to a socket) and Go gives back at most half of it per
+// garbage collection, and only while a quarter is in use: a reader that
+// waited where it read would keep 4 KiB or more for as long as the session
+// stays idle; the new one keeps 2 KiB. Waiting on the socket below TLS needs
+// the Batcher; without one (tests on pipes) the reader waits in the TLS
+// read.
 func (s *Session) readLoop() {
-	defer s.wg.Done()
 	err := s.readFrames()
+	if err == errIdle {
+		go s.waitThenRead()
+		return
+	}
 	if s.refused > 0 {
 		s.log.Warn("refused streams over the limit since the last warning", "refused", s.refused,
 			"limit", s.cfg.MaxStreams)
 	}
 	s.fail(err)
+	s.wg.Done()
+	if s.onEnd != nil {
+		s.wg.Wait()
+		s.onEnd(s.Err())
+	}
+}
+
+// waitThenRead waits until the connection has something to read, then reads
+// on (see readLoop).
+func (s *Session) waitThenRead() {
+	s.waitErr = s.cfg.Batch.WaitRead() // a reset, say: readHeader reports it
+	s.readLoop()
+}
+
+// errIdle is what readFrames returns when the connection has had nothing to
+// read at a frame boundary for sockio.IdleAfter.
+var errIdle = errors.New("session: nothing to read now")
+
+// readHeader reads the next frame's header into s.hdr. When the wait can
+// happen below TLS (see readLoop), it waits at most sockio.IdleAfter for the
+// header's first byte and returns errIdle after that: crypto/tls keeps a
+// partial record over a read that timed out. Errors are io.ReadFull's.
+func (s *Session) readHeader() error {
+	if err := s.waitErr; err != nil {
+		s.waitErr = nil
+		return err
+	}
+	n := 0
+	if b := s.cfg.Batch; b != nil && b.CanWaitRead() {
+		s.conn.SetReadDeadline(time.Now().Add(sockio.IdleAfter))
+		var err error
+		n, err = s.conn.Read(s.hdr[:])
+		s.conn.SetReadDeadline(time.Time{})
+		switch {
+		case n == 0 && errors.Is(err, os.ErrDeadlineExceeded):
+			return errIdle
+		case n == 0 && err != nil:
+			return err
+		case n == len(s.hdr):
+			return nil
+		case err != nil && !errors.Is(err, os.ErrDeadlineExceeded):
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	m, err := io.ReadFull(s.conn, s.hdr[n:])
+	if err == io.EOF && n+m > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // refusedLogEvery spaces the warnings about refused streams: a peer that
@@ -742,18 +826,19 @@ func (s *Session) readLoop() {
 const refusedLogEvery = 10 * time.Second
 
 func (s *Session) readFrames() error {
-	var hdr wire.Header
-	settingsSeen := false
-	for frames := 0; ; frames++ {
-		if _, err := io.ReadFull(s.conn, hdr[:]); err != nil {
+	for ; ; s.frames++ {
+		if err := s.readHeader(); err != nil {
+			if err == errIdle {
+				return err
+			}
 			if s.IsClosed() {
 				return nil
 			}
-			if err == io.EOF && frames == 0 && s.client {
+			if err == io.EOF && s.frames == 0 && s.client {
 				return ErrNoAnswer
 			}
 			// A server that closes with our bytes unread resets instead.
-			if errors.Is(err, syscall.ECONNRESET) && frames == 0 && s.client {
+			if errors.Is(err, syscall.ECONNRESET) && s.frames == 0 && s.client {
 				return fmt.Errorf("%w (%v)", ErrNoAnswer, err)
 			}
 			if err == io.EOF {
@@ -762,7 +847,7 @@ func (s *Session) readFrames() error {
 			return fmt.Errorf("read: %w", err)
 		}
 		s.noteRecv()
-		cmd, sid, n := hdr.Cmd(), hdr.StreamID(), hdr.Length()
+		cmd, sid, n := s.hdr.Cmd(), s.hdr.StreamID(), s.hdr.Length()
 		var err error
 		switch cmd {
 		case wire.CmdPSH:
@@ -772,7 +857,7 @@ func (s *Session) readFrames() error {
 				err = s.discard(n)
 				break
 			}
-			if !settingsSeen {
+			if !s.settingsSeen {
 				s.alert("client did not send its settings")
 				return fmt.Errorf("%w: SYN before Settings", ErrProtocol)
 			}
@@ -785,8 +870,8 @@ func (s *Session) readFrames() error {
 			}
 		case wire.CmdSettings:
 			var body []byte
-			if body, err = s.readBody(n); err == nil && !s.client && !settingsSeen {
-				settingsSeen = true
+			if body, err = s.readBody(n); err == nil && !s.client && !s.settingsSeen {
+				s.settingsSeen = true
 				s.onSettings(body)
 			}
 		case wire.CmdServerSettings:

@@ -14,18 +14,36 @@ import (
 // Writes from other goroutines while held (an alert from the TLS read side)
 // are collected in order with the rest. The collecting buffer is returned to
 // a pool by Flush, so an idle connection holds none.
+//
+// On the read side it lets the reader of the TLS connection, after a read
+// that timed out, wait for input outside crypto/tls (WaitRead).
 type Batcher struct {
 	net.Conn
 
 	mu   sync.Mutex
 	hold bool
 	buf  *[]byte
+
+	rd      sockReader
+	canWait bool
 }
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4*(16384+256)); return &b }}
 
 // NewBatcher wraps c.
-func NewBatcher(c net.Conn) *Batcher { return &Batcher{Conn: c} }
+func NewBatcher(c net.Conn) *Batcher {
+	b := &Batcher{Conn: c}
+	b.rd, b.canWait = newSockReader(c)
+	return b
+}
+
+// CanWaitRead reports whether WaitRead works: the wrapped connection is a
+// TCP connection on a Unix system.
+func (b *Batcher) CanWaitRead() bool { return b.canWait }
+
+// WaitRead blocks until the connection has something to read (data, EOF or
+// an error), without a buffer. It needs CanWaitRead.
+func (b *Batcher) WaitRead() error { return b.rd.wait() }
 
 // Write sends p, or collects it while held.
 func (b *Batcher) Write(p []byte) (int, error) {

@@ -4,6 +4,15 @@ package sockio
 
 import "io"
 
+// sockReader has no way below the net package here.
+type sockReader struct{}
+
+func newSockReader(io.Reader) (sockReader, bool) { return sockReader{}, false }
+
+func (*sockReader) wait() error { return ErrWouldBlock }
+
+func (*sockReader) tryRead([]byte) (int, error) { return 0, ErrWouldBlock }
+
 // ReadWaiter is not available here: nil means reads hold their buffer while
 // they wait.
 func ReadWaiter(io.Reader) func() error { return nil }

@@ -4,13 +4,17 @@ package sockio
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/anytls-suite/anytls/internal/tlsutil"
 )
 
 const testTimeout = 10 * time.Second
@@ -199,26 +203,40 @@ func TestBatcher(t *testing.T) {
 	}
 }
 
-// TestReadWaiterReportsReset: a reset consumed by the wait's peek is
-// returned, not lost (a read after it would see a clean EOF).
+// TestReadWaiterReportsReset: a reset that arrives before or during the
+// wait is reported, by the wait or by the read after it, never lost (a peek
+// that consumed it unreported would leave a clean EOF for the read).
 func TestReadWaiterReportsReset(t *testing.T) {
-	a, b := tcpPair(t)
-	b.Write([]byte("data"))
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(a, buf); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- ReadWaiter(a)() }()
-	b.SetLinger(0)
-	b.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("wait after a reset: %v, want ECONNRESET", err)
+	for _, before := range []bool{true, false} {
+		a, b := tcpPair(t)
+		b.Write([]byte("data"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(a, buf); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(testTimeout):
-		t.Fatal("no wake-up on reset")
+		reset := func() {
+			b.SetLinger(0)
+			b.Close()
+		}
+		if before {
+			reset()
+		}
+		done := make(chan error, 1)
+		go func() { done <- ReadWaiter(a)() }()
+		if !before {
+			reset()
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				_, err = NewTryReader(a)(buf)
+			}
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("reset before the wait %v: wait and read gave %v, want ECONNRESET", before, err)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("no wake-up on reset")
+		}
 	}
 }
 
@@ -245,5 +263,89 @@ func TestTryReader(t *testing.T) {
 	}
 	if NewTryReader(&bytes.Buffer{}) != nil {
 		t.Fatal("a TryReader for a buffer")
+	}
+}
+
+// capture is the connection below a TLS server: while on, writes are kept
+// instead of sent, so that the test can send a record in pieces.
+type capture struct {
+	net.Conn
+	on  bool
+	got []byte
+}
+
+func (c *capture) Write(p []byte) (int, error) {
+	if c.on {
+		c.got = append(c.got, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// TestTLSReadTimeoutKeepsRecord: a TLS read that times out with half a
+// record arrived leaves the connection usable and keeps that half: the
+// record reads whole once the rest arrives, after WaitRead on the Batcher
+// below. The session's read loop relies on this to wait outside TLS.
+func TestTLSReadTimeoutKeepsRecord(t *testing.T) {
+	a, b := tcpPair(t)
+	cert, err := tlsutil.SelfSigned("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capt := &capture{Conn: b}
+	srv := tls.Server(capt, &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: true})
+	batch := NewBatcher(a)
+	if !batch.CanWaitRead() {
+		t.Fatal("CanWaitRead false on TCP")
+	}
+	cli := tls.Client(batch, &tls.Config{InsecureSkipVerify: true})
+	hs := make(chan error, 1)
+	go func() { hs <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	shortRead := func() (int, error) {
+		cli.SetReadDeadline(time.Now().Add(time.Millisecond))
+		defer cli.SetReadDeadline(time.Time{})
+		return cli.Read(buf)
+	}
+	if n, err := shortRead(); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("nothing sent: %d, %v; want a timeout", n, err)
+	}
+	capt.on = true
+	if _, err := srv.Write([]byte("hello, world")); err != nil {
+		t.Fatal(err)
+	}
+	record := capt.got
+	half := len(record) / 2
+	if _, err := b.Write(record[:half]); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.WaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := shortRead(); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("half a record: %d, %v; want a timeout", n, err)
+	}
+	if _, err := b.Write(record[half:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.WaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := cli.Read(buf)
+	if err != nil || string(buf[:n]) != "hello, world" {
+		t.Fatalf("whole record: %q, %v", buf[:n], err)
+	}
+	b.Close()
+	if err := batch.WaitRead(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cli.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after the peer's close: %d, %v; want io.EOF", n, err)
 	}
 }

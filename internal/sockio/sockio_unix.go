@@ -9,82 +9,105 @@ import (
 	"syscall"
 )
 
-// rawTCP returns src's raw connection, if src is a TCP connection, and a
-// function that wraps an error of a read from it as the net package does.
-func rawTCP(src io.Reader) (syscall.RawConn, func(error) error) {
+// A sockReader reads a TCP connection below the net package: a read that
+// never waits, and a wait without a buffer.
+type sockReader struct {
+	rc            syscall.RawConn
+	local, remote net.Addr
+}
+
+// newSockReader returns a sockReader for src if src is a TCP connection.
+func newSockReader(src io.Reader) (sockReader, bool) {
 	tc, ok := src.(*net.TCPConn)
 	if !ok {
-		return nil, nil
+		return sockReader{}, false
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil, nil
+		return sockReader{}, false
 	}
-	local, remote := tc.LocalAddr(), tc.RemoteAddr()
-	return rc, func(err error) error {
-		return &net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: err}
+	return sockReader{rc: rc, local: tc.LocalAddr(), remote: tc.RemoteAddr()}, true
+}
+
+// opErr wraps an error of a read as the net package does.
+func (r *sockReader) opErr(err error) error {
+	return &net.OpError{Op: "read", Net: "tcp", Source: r.local, Addr: r.remote, Err: err}
+}
+
+// wait blocks until the socket has something to read (data, EOF or an
+// error). It peeks one byte with MSG_PEEK, then waits for the poller; once
+// woken it returns without looking again (the read that follows finds out
+// what there is, or nothing after a spurious wake-up).
+func (r *sockReader) wait() error {
+	var peek [1]byte
+	var perr error
+	woken := false
+	err := r.rc.Read(func(fd uintptr) bool {
+		if woken {
+			return true
+		}
+		woken = true
+		_, _, e := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK)
+		switch e {
+		case syscall.EAGAIN:
+			return false
+		case nil, syscall.EINTR:
+		default:
+			perr = e // a pending error (a reset) is reported once: keep it
+		}
+		return true
+	})
+	if err == nil && perr != nil {
+		err = r.opErr(os.NewSyscallError("recvfrom", perr))
 	}
+	return err
+}
+
+// tryRead reads what the socket holds at once: ErrWouldBlock when there is
+// nothing, io.EOF at the end.
+func (r *sockReader) tryRead(p []byte) (n int, err error) {
+	var serr error
+	cerr := r.rc.Read(func(fd uintptr) bool {
+		for {
+			n, serr = syscall.Read(int(fd), p)
+			if serr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case cerr != nil:
+		return 0, r.opErr(cerr)
+	case serr == syscall.EAGAIN:
+		return 0, ErrWouldBlock
+	case serr != nil:
+		return 0, r.opErr(os.NewSyscallError("read", serr))
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // ReadWaiter returns a function that blocks until src, a TCP connection, has
 // something to read (data, EOF or an error), without a buffer; nil for other
-// readers. It peeks one byte with MSG_PEEK.
+// readers. A reset is reported by the wait or by the read after it.
 func ReadWaiter(src io.Reader) func() error {
-	rc, opErr := rawTCP(src)
-	if rc == nil {
+	r, ok := newSockReader(src)
+	if !ok {
 		return nil
 	}
-	return func() error {
-		var peek [1]byte
-		var perr error
-		err := rc.Read(func(fd uintptr) bool {
-			_, _, e := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK)
-			switch e {
-			case syscall.EAGAIN:
-				return false
-			case nil, syscall.EINTR:
-			default:
-				perr = e // a pending error (a reset) is reported once: keep it
-			}
-			return true
-		})
-		if err == nil && perr != nil {
-			err = opErr(os.NewSyscallError("recvfrom", perr))
-		}
-		return err
-	}
+	return r.wait
 }
 
 // NewTryReader returns a function that reads what src, a TCP connection,
 // holds at once and never waits: ErrWouldBlock when there is nothing, io.EOF
 // at the end; nil for other readers.
 func NewTryReader(src io.Reader) func(p []byte) (int, error) {
-	rc, opErr := rawTCP(src)
-	if rc == nil {
+	r, ok := newSockReader(src)
+	if !ok {
 		return nil
 	}
-	return func(p []byte) (n int, err error) {
-		var serr error
-		cerr := rc.Read(func(fd uintptr) bool {
-			for {
-				n, serr = syscall.Read(int(fd), p)
-				if serr != syscall.EINTR {
-					return true
-				}
-			}
-		})
-		switch {
-		case cerr != nil:
-			return 0, opErr(cerr)
-		case serr == syscall.EAGAIN:
-			return 0, ErrWouldBlock
-		case serr != nil:
-			return 0, opErr(os.NewSyscallError("read", serr))
-		case n == 0 && len(p) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
+	return r.tryRead
 }
 
 // NewTryWriter returns a TryWriter for w if w is a TCP or Unix stream
