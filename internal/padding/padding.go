@@ -148,11 +148,11 @@ func parseLine(val string) ([]Part, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("%q is not a range of two numbers", item)
 		}
+		if lo > hi {
+			lo, hi = hi, lo // "500-100" means 100-500, as in the reference
+		}
 		if lo < 1 || hi > MaxSize {
 			return nil, fmt.Errorf("range %q must lie within 1-%d", item, MaxSize)
-		}
-		if lo > hi {
-			return nil, fmt.Errorf("range %q has its minimum above its maximum", item)
 		}
 		parts = append(parts, Part{Min: lo, Max: hi})
 	}

@@ -96,7 +96,8 @@ func TestParseErrors(t *testing.T) {
 		{"letters", "stop=2\n0=a-b", 2},
 		{"half letters", "stop=2\n0=1-b", 2},
 		{"zero min", "stop=2\n1=0-5", 2},
-		{"reversed", "stop=2\n0=30-30\n1=5-3", 3},
+		{"reversed with zero", "stop=2\n1=5-0", 2},
+		{"reversed too large", "stop=2\n1=70000-5", 2},
 		{"too large", "stop=2\n1=70000-70001", 2},
 		{"max too large", "stop=2\n1=1-65536", 2},
 		{"negative", "stop=2\n1=-5-5", 2},
@@ -152,6 +153,8 @@ func TestParseTolerated(t *testing.T) {
 		{"only check", "stop=1\n0=c", 1, map[int]string{0: "[{0 0 true}]"}},
 		{"extreme bounds", "stop=1\n0=1-65535", 1, map[int]string{0: "[{1 65535 false}]"}},
 		{"trailing newline", "stop=1\n0=3-4\n", 1, map[int]string{0: "[{3 4 false}]"}},
+		// sing-anytls swaps a range written high-low; a server may push one
+		{"reversed range", "stop=2\n0=30-30\n1=500-100,c", 2, map[int]string{1: "[{100 500 false} {0 0 true}]"}},
 	}
 	for _, tt := range tests {
 		s, err := Parse([]byte(tt.in))
