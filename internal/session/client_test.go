@@ -163,7 +163,7 @@ func TestClientUpdatePaddingScheme(t *testing.T) {
 			t.Fatal("OnScheme not called for a valid scheme")
 		}
 
-		for _, invalid := range []string{"", "0=1-2", "stop=1\n0=9-1", "stop=x", "stop=2\n1=1-2,"} {
+		for _, invalid := range []string{"", "0=1-2", "stop=1\n0=0-9", "stop=x", "stop=2\n1=1-2,"} {
 			env.p.send(wire.CmdUpdatePaddingScheme, 0, []byte(invalid))
 		}
 		env.p.expectQuiet("invalid schemes")

@@ -6,14 +6,14 @@ import (
 )
 
 // deadline turns a time into a channel that is closed once the time has
-// passed, for use in select statements. Setting a new time re-arms it.
+// passed, for use in select statements. Setting a new time re-arms it. The
+// zero value has no time set; its channel is made when first needed, so
+// that a stream whose deadlines nobody waits for or sets holds none.
 type deadline struct {
 	mu    sync.Mutex
 	timer *time.Timer
-	ch    chan struct{} // closed when expired
+	ch    chan struct{} // closed when expired; nil until needed
 }
-
-func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
 
 func expired(ch chan struct{}) bool {
 	select {
@@ -32,29 +32,29 @@ func (d *deadline) set(t time.Time) {
 		<-d.ch // the timer fired: wait until its callback has closed ch
 	}
 	d.timer = nil
-	wasExpired := expired(d.ch)
 	if t.IsZero() {
-		if wasExpired {
-			d.ch = make(chan struct{})
+		if expired(d.ch) {
+			d.ch = nil
 		}
 		return
 	}
+	if d.ch == nil || expired(d.ch) {
+		d.ch = make(chan struct{})
+	}
 	if dur := time.Until(t); dur > 0 {
-		if wasExpired {
-			d.ch = make(chan struct{})
-		}
 		ch := d.ch
 		d.timer = time.AfterFunc(dur, func() { close(ch) })
 		return
 	}
-	if !wasExpired {
-		close(d.ch)
-	}
+	close(d.ch)
 }
 
 // wait returns a channel that is closed when the deadline passes.
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.ch == nil {
+		d.ch = make(chan struct{})
+	}
 	return d.ch
 }

@@ -48,7 +48,7 @@ type Stream struct {
 	onClose     func()
 	closeOnce   sync.Once
 	synackTimer *time.Timer // the client's SYNACK deadline
-	rdl, wdl    *deadline
+	rdl, wdl    deadline
 }
 
 func newStream(s *Session, id uint32) *Stream {
@@ -59,8 +59,6 @@ func newStream(s *Session, id uint32) *Stream {
 		drained:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		synack:   make(chan struct{}),
-		rdl:      newDeadline(),
-		wdl:      newDeadline(),
 	}
 }
 
@@ -191,6 +189,7 @@ func (st *Stream) terminate(err error, unregister bool) bool {
 	st.ended = true
 	if st.synackTimer != nil {
 		st.synackTimer.Stop()
+		st.synackTimer = nil
 	}
 	if st.rerr == nil {
 		st.rerr = err
@@ -232,6 +231,7 @@ func (st *Stream) confirmLocked() {
 	close(st.synack)
 	if st.synackTimer != nil {
 		st.synackTimer.Stop()
+		st.synackTimer = nil
 	}
 }
 
