@@ -1,6 +1,7 @@
 package anytls_test
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"runtime"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	anytls "github.com/anytls-suite/anytls"
+	"github.com/anytls-suite/anytls/internal/sockio"
+	"github.com/anytls-suite/anytls/internal/wire"
 )
 
 func TestEndToEndEcho(t *testing.T) {
@@ -152,4 +155,35 @@ func TestIdleWaitsOnFreshGoroutines(t *testing.T) {
 	for range 3 {
 		echoRoundTrip(t, conn, randomBytes(100_000))
 	}
+}
+
+// TestFramePausedMidway: a frame whose pieces arrive with pauses longer than
+// the idle hand-over's deadline (sockio.IdleAfter) between them, inside its
+// header and inside its data, is read whole: the deadline that detects an
+// idle session applies only before a frame's first byte.
+func TestFramePausedMidway(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	addr, _, _ := startServer(t, nil)
+	r := dialRaw(t, addr)
+	r.writeChunks(preamble(testPassword, 30), 64)
+	r.settings()
+	r.echoStream(1, echo, "first")
+	data := randomBytes(3000)
+	frame, err := wire.AppendFrame(nil, wire.CmdPSH, 1, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, piece := range [][]byte{frame[:3], frame[3:1000], frame[1000:]} {
+		r.writeChunks(piece, len(piece)) // one TLS record each
+		time.Sleep(3 * sockio.IdleAfter) // the pause under test, not a synchronisation
+	}
+	var got []byte
+	for len(got) < len(data) {
+		got = append(got, r.expect(wire.CmdPSH, 1)...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("echo differs from the frame's data")
+	}
+	r.echoStream(3, echo, "after the pauses")
 }

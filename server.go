@@ -350,7 +350,9 @@ func (s *Server) ServeConn(raw net.Conn) {
 		return
 	}
 	ended := make(chan struct{})
-	s.serveConn(raw, s.outboundFor(raw.LocalAddr()), func() { close(ended) })
+	// on a goroutine of its own: the caller waits for the session without
+	// the stack the TLS handshake grew
+	go s.serveConn(raw, s.outboundFor(raw.LocalAddr()), func() { close(ended) })
 	<-ended
 	s.wg.Done()
 }

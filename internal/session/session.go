@@ -196,7 +196,8 @@ type Session struct {
 	frames       int       // frames read so far
 	settingsSeen bool      // the client's Settings arrived (server)
 	hdr          wire.Header
-	waitErr      error // the error of the last wait for input
+	waitErr      error     // the error of the last wait for input
+	rdeadline    time.Time // the read deadline readHeader set, or zero
 }
 
 func newSession(conn net.Conn, cfg Config) *Session {
@@ -785,9 +786,12 @@ func (s *Session) waitThenRead() {
 var errIdle = errors.New("session: nothing to read now")
 
 // readHeader reads the next frame's header into s.hdr. When the wait can
-// happen below TLS (see readLoop), it waits at most sockio.IdleAfter for the
-// header's first byte and returns errIdle after that: crypto/tls keeps a
-// partial record over a read that timed out. Errors are io.ReadFull's.
+// happen below TLS (see readLoop), the connection has a read deadline at
+// most sockio.IdleAfter ahead, renewed once half of it has passed (setting
+// it costs a timer update, too much for every small frame); when it passes
+// before the header's first byte, readHeader returns errIdle. crypto/tls
+// keeps a partial record over a read that timed out. Errors are
+// io.ReadFull's.
 func (s *Session) readHeader() error {
 	if err := s.waitErr; err != nil {
 		s.waitErr = nil
@@ -795,12 +799,16 @@ func (s *Session) readHeader() error {
 	}
 	n := 0
 	if b := s.cfg.Batch; b != nil && b.CanWaitRead() {
-		s.conn.SetReadDeadline(time.Now().Add(sockio.IdleAfter))
+		now := time.Now()
+		if s.rdeadline.Sub(now) < sockio.IdleAfter/2 {
+			s.rdeadline = now.Add(sockio.IdleAfter)
+			s.conn.SetReadDeadline(s.rdeadline)
+		}
 		var err error
 		n, err = s.conn.Read(s.hdr[:])
-		s.conn.SetReadDeadline(time.Time{})
 		switch {
 		case n == 0 && errors.Is(err, os.ErrDeadlineExceeded):
+			s.clearReadDeadline() // WaitRead honours it too
 			return errIdle
 		case n == 0 && err != nil:
 			return err
@@ -813,11 +821,39 @@ func (s *Session) readHeader() error {
 			return err
 		}
 	}
-	m, err := io.ReadFull(s.conn, s.hdr[n:])
+	m, err := io.ReadFull(s.body(), s.hdr[n:])
 	if err == io.EOF && n+m > 0 {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+func (s *Session) clearReadDeadline() {
+	if !s.rdeadline.IsZero() {
+		s.rdeadline = time.Time{}
+		s.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// body returns the reader for the rest of a frame: the connection, which
+// readHeader's deadline must not interrupt once a frame has begun.
+func (s *Session) body() io.Reader { return bodyReader{s} }
+
+// bodyReader reads the connection; when readHeader's read deadline passes,
+// it clears the deadline and reads on.
+type bodyReader struct{ s *Session }
+
+func (r bodyReader) Read(p []byte) (int, error) {
+	for {
+		n, err := r.s.conn.Read(p)
+		if r.s.rdeadline.IsZero() || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		r.s.clearReadDeadline()
+		if n > 0 {
+			return n, nil
+		}
+	}
 }
 
 // refusedLogEvery spaces the warnings about refused streams: a peer that
@@ -927,7 +963,7 @@ func (s *Session) readBody(n int) ([]byte, error) {
 		return nil, nil
 	}
 	b := make([]byte, n)
-	if _, err := io.ReadFull(s.conn, b); err != nil {
+	if _, err := io.ReadFull(s.body(), b); err != nil {
 		return nil, readErr(err)
 	}
 	return b, nil
@@ -941,7 +977,7 @@ func (s *Session) discard(n int) error {
 	defer s.alloc.put(buf)
 	for n > 0 {
 		m := min(n, len(buf.b))
-		if _, err := io.ReadFull(s.conn, buf.b[:m]); err != nil {
+		if _, err := io.ReadFull(s.body(), buf.b[:m]); err != nil {
 			return readErr(err)
 		}
 		n -= m
@@ -969,7 +1005,7 @@ func (s *Session) onPSH(sid uint32, n int) error {
 		return s.discard(n)
 	}
 	buf := s.alloc.get(n)
-	if _, err := io.ReadFull(s.conn, buf.b); err != nil {
+	if _, err := io.ReadFull(s.body(), buf.b); err != nil {
 		s.alloc.put(buf)
 		return readErr(err)
 	}
