@@ -747,7 +747,7 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 // ---- reading ----
 
 // readLoop reads frames until the session ends, or until the connection has
-// had nothing to read at a frame boundary for sockio.IdleAfter: then it
+// had nothing to read at a frame boundary for a while (see readHeader): then it
 // starts waitThenRead on a new goroutine, which inherits its place in wg,
 // and ends. A goroutine's stack grows with the deepest calls it makes (TLS
 // decryption, a write to a socket) and Go gives back at most half of it per
@@ -782,7 +782,7 @@ func (s *Session) waitThenRead() {
 }
 
 // errIdle is what readFrames returns when the connection has had nothing to
-// read at a frame boundary for sockio.IdleAfter.
+// read at a frame boundary for a while (see readHeader).
 var errIdle = errors.New("session: nothing to read now")
 
 // readHeader reads the next frame's header into s.hdr. When the wait can

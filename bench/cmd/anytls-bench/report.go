@@ -217,9 +217,11 @@ process, without SOCKS5. Children are restarted every round.
   by the number of streams. Both AnyTLS clients give every concurrent stream
   its own session, so this includes a TLS connection per stream; in the
   client processes it also includes the front end's relay, the same code for
-  all three, which holds a 32 KiB buffer for each direction it reads from a
-  TCP connection or from a connection that cannot write itself out (ours
-  can: one buffer; sing-anytls's and the TLS relay's cannot: two).
+  all three. It waits on a TCP connection without a buffer, and an AnyTLS
+  stream of ours delivers to the socket by itself; the connections of
+  sing-anytls's and of the TLS relay's clients are read by a goroutine that
+  waits with a 64 KiB buffer, most of it never touched (so counted in heap,
+  not in RSS).
 `
 
 // plot colours per implementation kind.
