@@ -14,6 +14,7 @@ import (
 	"time"
 
 	anytls "github.com/anytls-suite/anytls"
+	"github.com/anytls-suite/anytls/internal/testnet"
 	singanytls "github.com/anytls/sing-anytls"
 	"github.com/sagernet/sing/common/logger"
 	M "github.com/sagernet/sing/common/metadata"
@@ -77,47 +78,16 @@ func startSingServer(t *testing.T, scheme []byte) (addr string, pin []byte) {
 	}
 	ln := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() {
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
-					c.Close()
-				}()
-				tconn := tls.Server(c, tc)
-				if tconn.HandshakeContext(ctx) != nil {
-					return
-				}
-				svc.NewConnection(ctx, tconn, M.SocksaddrFromNet(c.RemoteAddr()), nil)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
+	t.Cleanup(func() { // runs after ServeOn's: its connections are closed
 		cancel()
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 		h.wg.Wait()
+	})
+	testnet.ServeOn(t, ln, func(c net.Conn) {
+		tconn := tls.Server(c, tc)
+		if tconn.HandshakeContext(ctx) != nil {
+			return
+		}
+		svc.NewConnection(ctx, tconn, M.SocksaddrFromNet(c.RemoteAddr()), nil)
 	})
 	return ln.Addr().String(), pin
 }

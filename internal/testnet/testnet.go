@@ -10,15 +10,27 @@ import (
 )
 
 // Serve runs a TCP server on 127.0.0.1 until the test ends and returns its
-// address: handle serves each connection, which is closed after it. The
-// cleanup waits for every handler to return.
+// address: handle serves each connection, which is closed after it. See
+// ServeOn for the cleanup.
 func Serve(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
+	ServeOn(t, ln, handle)
+	return ln.Addr().String()
+}
+
+// ServeOn serves ln until the test ends: handle serves each connection,
+// which is closed after it. The cleanup closes the listener and the
+// connections still open, then waits for every handler to return.
+func ServeOn(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -27,19 +39,31 @@ func Serve(t testing.TB, handle func(net.Conn)) string {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
 				handle(c)
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
 		wg.Wait()
 	})
-	return ln.Addr().String()
 }
 
 // Echo runs a TCP echo server: each connection gets back what it sends
