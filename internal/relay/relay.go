@@ -140,7 +140,7 @@ func (r *relay) pumpAsync(c *copier, drain bool, ended func()) {
 
 // waitAsync waits until c's source has something to read, then copies on.
 func (r *relay) waitAsync(c *copier, drain bool, ended func()) {
-	if err := c.wait(); err != nil {
+	if err := c.rd.Wait(); err != nil {
 		r.copied(c, err, nil, drain)
 		ended()
 		return
@@ -363,8 +363,8 @@ type copier struct {
 	dst    io.Writer
 	src    io.Reader
 	count  *atomic.Int64
-	try    func([]byte) (int, error) // nil: src.Read, which waits
-	wait   func() error
+	rd     sockio.Reader // usable when canTry; else src.Read, which waits
+	canTry bool
 	fw     framedWriter
 	framed bool
 }
@@ -374,10 +374,10 @@ type copier struct {
 func (c *copier) waitFor(d time.Duration) (ready bool, err error) {
 	dl, ok := c.src.(interface{ SetReadDeadline(time.Time) error })
 	if !ok {
-		return true, c.wait()
+		return true, c.rd.Wait()
 	}
 	dl.SetReadDeadline(time.Now().Add(d))
-	err = c.wait()
+	err = c.rd.Wait()
 	dl.SetReadDeadline(time.Time{})
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return false, nil
@@ -387,9 +387,7 @@ func (c *copier) waitFor(d time.Duration) (ready bool, err error) {
 
 func newCopier(dst io.Writer, src io.Reader, count *atomic.Int64) *copier {
 	c := &copier{dst: dst, src: src, count: count}
-	if try, wait := sockio.NewTryReader(src), sockio.ReadWaiter(src); try != nil && wait != nil {
-		c.try, c.wait = try, wait
-	}
+	c.rd, c.canTry = sockio.NewReader(src)
 	c.fw, c.framed = dst.(framedWriter)
 	return c
 }
@@ -397,7 +395,7 @@ func newCopier(dst io.Writer, src io.Reader, count *atomic.Int64) *copier {
 // copy copies until EOF (both results nil), a read error (rerr) or a write
 // error (werr). With yield set it also returns, with idle set, when the
 // source has had nothing to read for sockio.IdleAfter; the caller then
-// waits (c.wait) and calls copy again. A source that can write itself out
+// waits (c.rd.Wait) and calls copy again. A source that can write itself out
 // (an AnyTLS stream) does so without a copy and never yields.
 func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
 	if wt, ok := c.src.(io.WriterTo); ok {
@@ -415,8 +413,8 @@ func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
 		buf := (*bp)[headroom:]
 		var n int
 		var rerr error
-		if c.try != nil {
-			n, rerr = c.try(buf)
+		if c.canTry {
+			n, rerr = c.rd.TryRead(buf)
 			if rerr == sockio.ErrWouldBlock {
 				bufPool.Put(bp)
 				if yield {
@@ -429,7 +427,7 @@ func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
 					}
 					continue
 				}
-				if err := c.wait(); err != nil {
+				if err := c.rd.Wait(); err != nil {
 					return err, nil, false
 				}
 				continue

@@ -24,7 +24,7 @@ type Batcher struct {
 	hold bool
 	buf  *[]byte
 
-	rd      sockReader
+	rd      Reader
 	canWait bool
 }
 
@@ -33,7 +33,7 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4*(16384+256));
 // NewBatcher wraps c.
 func NewBatcher(c net.Conn) *Batcher {
 	b := &Batcher{Conn: c}
-	b.rd, b.canWait = newSockReader(c)
+	b.rd, b.canWait = NewReader(c)
 	return b
 }
 
@@ -43,7 +43,7 @@ func (b *Batcher) CanWaitRead() bool { return b.canWait }
 
 // WaitRead blocks until the connection has something to read (data, EOF or
 // an error), without a buffer. It needs CanWaitRead.
-func (b *Batcher) WaitRead() error { return b.rd.wait() }
+func (b *Batcher) WaitRead() error { return b.rd.Wait() }
 
 // Write sends p, or collects it while held.
 func (b *Batcher) Write(p []byte) (int, error) {

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// ErrWouldBlock is what a TryReader returns when nothing is waiting.
+// ErrWouldBlock is what Reader.TryRead returns when nothing is waiting.
 var ErrWouldBlock = errors.New("sockio: nothing to read now")
 
 // TryWriter writes what the socket takes at once and never waits: it returns

@@ -4,21 +4,17 @@ package sockio
 
 import "io"
 
-// sockReader has no way below the net package here.
-type sockReader struct{}
+// A Reader has no way below the net package here: NewReader reports false.
+type Reader struct{}
 
-func newSockReader(io.Reader) (sockReader, bool) { return sockReader{}, false }
+// NewReader reports that no Reader works here.
+func NewReader(io.Reader) (Reader, bool) { return Reader{}, false }
 
-func (*sockReader) wait() error { return ErrWouldBlock }
+// Wait is not available here.
+func (*Reader) Wait() error { return ErrWouldBlock }
 
-func (*sockReader) tryRead([]byte) (int, error) { return 0, ErrWouldBlock }
-
-// ReadWaiter is not available here: nil means reads hold their buffer while
-// they wait.
-func ReadWaiter(io.Reader) func() error { return nil }
+// TryRead is not available here.
+func (*Reader) TryRead([]byte) (int, error) { return 0, ErrWouldBlock }
 
 // NewTryWriter is not available here: nil means writes may block.
 func NewTryWriter(io.Writer) TryWriter { return nil }
-
-// NewTryReader is not available here: nil means reads may block.
-func NewTryReader(io.Reader) func(p []byte) (int, error) { return nil }

@@ -110,12 +110,13 @@ func TestTryWriterErrors(t *testing.T) {
 	}
 }
 
-func TestReadWaiter(t *testing.T) {
+func TestReaderWait(t *testing.T) {
 	a, b := tcpPair(t)
-	wait := ReadWaiter(a)
-	if wait == nil {
-		t.Fatal("no ReadWaiter for a TCP connection")
+	r, ok := NewReader(a)
+	if !ok {
+		t.Fatal("no Reader for a TCP connection")
 	}
+	wait := r.Wait
 	done := make(chan error, 1)
 	go func() { done <- wait() }()
 	select {
@@ -203,10 +204,22 @@ func TestBatcher(t *testing.T) {
 	}
 }
 
-// TestReadWaiterReportsReset: a reset that arrives before or during the
+// waitOn waits on c with a Reader.
+func waitOn(c net.Conn) error {
+	r, _ := NewReader(c)
+	return r.Wait()
+}
+
+// tryOn reads c with a Reader's TryRead.
+func tryOn(c net.Conn, p []byte) (int, error) {
+	r, _ := NewReader(c)
+	return r.TryRead(p)
+}
+
+// TestReaderWaitReportsReset: a reset that arrives before or during the
 // wait is reported, by the wait or by the read after it, never lost (a peek
 // that consumed it unreported would leave a clean EOF for the read).
-func TestReadWaiterReportsReset(t *testing.T) {
+func TestReaderWaitReportsReset(t *testing.T) {
 	for _, before := range []bool{true, false} {
 		a, b := tcpPair(t)
 		b.Write([]byte("data"))
@@ -222,14 +235,14 @@ func TestReadWaiterReportsReset(t *testing.T) {
 			reset()
 		}
 		done := make(chan error, 1)
-		go func() { done <- ReadWaiter(a)() }()
+		go func() { done <- waitOn(a) }()
 		if !before {
 			reset()
 		}
 		select {
 		case err := <-done:
 			if err == nil {
-				_, err = NewTryReader(a)(buf)
+				_, err = tryOn(a, buf)
 			}
 			if !errors.Is(err, syscall.ECONNRESET) {
 				t.Fatalf("reset before the wait %v: wait and read gave %v, want ECONNRESET", before, err)
@@ -240,29 +253,29 @@ func TestReadWaiterReportsReset(t *testing.T) {
 	}
 }
 
-func TestTryReader(t *testing.T) {
+func TestReaderTryRead(t *testing.T) {
 	a, b := tcpPair(t)
-	try := NewTryReader(a)
+	try := func(p []byte) (int, error) { return tryOn(a, p) }
 	buf := make([]byte, 16)
 	if n, err := try(buf); n != 0 || err != ErrWouldBlock {
 		t.Fatalf("empty socket: %d, %v; want ErrWouldBlock", n, err)
 	}
 	b.Write([]byte("hello"))
-	if err := ReadWaiter(a)(); err != nil {
+	if err := waitOn(a); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := try(buf); n != 5 || err != nil || string(buf[:5]) != "hello" {
 		t.Fatalf("read %q, %v", buf[:n], err)
 	}
 	b.Close()
-	if err := ReadWaiter(a)(); err != nil {
+	if err := waitOn(a); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := try(buf); n != 0 || err != io.EOF {
 		t.Fatalf("after the peer's close: %d, %v; want io.EOF", n, err)
 	}
-	if NewTryReader(&bytes.Buffer{}) != nil {
-		t.Fatal("a TryReader for a buffer")
+	if _, ok := NewReader(&bytes.Buffer{}); ok {
+		t.Fatal("a Reader for a buffer")
 	}
 }
 

@@ -9,36 +9,38 @@ import (
 	"syscall"
 )
 
-// A sockReader reads a TCP connection below the net package: a read that
-// never waits, and a wait without a buffer.
-type sockReader struct {
+// A Reader reads a TCP connection below the net package: a read that never
+// waits (TryRead) and a wait without a buffer (Wait). Make one with
+// NewReader.
+type Reader struct {
 	rc            syscall.RawConn
 	local, remote net.Addr
 }
 
-// newSockReader returns a sockReader for src if src is a TCP connection.
-func newSockReader(src io.Reader) (sockReader, bool) {
+// NewReader returns a Reader for src, and whether src is a TCP connection
+// (the Reader works only then).
+func NewReader(src io.Reader) (Reader, bool) {
 	tc, ok := src.(*net.TCPConn)
 	if !ok {
-		return sockReader{}, false
+		return Reader{}, false
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return sockReader{}, false
+		return Reader{}, false
 	}
-	return sockReader{rc: rc, local: tc.LocalAddr(), remote: tc.RemoteAddr()}, true
+	return Reader{rc: rc, local: tc.LocalAddr(), remote: tc.RemoteAddr()}, true
 }
 
 // opErr wraps an error of a read as the net package does.
-func (r *sockReader) opErr(err error) error {
+func (r *Reader) opErr(err error) error {
 	return &net.OpError{Op: "read", Net: "tcp", Source: r.local, Addr: r.remote, Err: err}
 }
 
-// wait blocks until the socket has something to read (data, EOF or an
+// Wait blocks until the socket has something to read (data, EOF or an
 // error). It peeks one byte with MSG_PEEK, then waits for the poller; once
 // woken it returns without looking again (the read that follows finds out
 // what there is, or nothing after a spurious wake-up).
-func (r *sockReader) wait() error {
+func (r *Reader) Wait() error {
 	var peek [1]byte
 	var perr error
 	woken := false
@@ -63,9 +65,9 @@ func (r *sockReader) wait() error {
 	return err
 }
 
-// tryRead reads what the socket holds at once: ErrWouldBlock when there is
+// TryRead reads what the socket holds at once: ErrWouldBlock when there is
 // nothing, io.EOF at the end.
-func (r *sockReader) tryRead(p []byte) (n int, err error) {
+func (r *Reader) TryRead(p []byte) (n int, err error) {
 	var serr error
 	cerr := r.rc.Read(func(fd uintptr) bool {
 		for {
@@ -86,28 +88,6 @@ func (r *sockReader) tryRead(p []byte) (n int, err error) {
 		return 0, io.EOF
 	}
 	return n, nil
-}
-
-// ReadWaiter returns a function that blocks until src, a TCP connection, has
-// something to read (data, EOF or an error), without a buffer; nil for other
-// readers. A reset is reported by the wait or by the read after it.
-func ReadWaiter(src io.Reader) func() error {
-	r, ok := newSockReader(src)
-	if !ok {
-		return nil
-	}
-	return r.wait
-}
-
-// NewTryReader returns a function that reads what src, a TCP connection,
-// holds at once and never waits: ErrWouldBlock when there is nothing, io.EOF
-// at the end; nil for other readers.
-func NewTryReader(src io.Reader) func(p []byte) (int, error) {
-	r, ok := newSockReader(src)
-	if !ok {
-		return nil
-	}
-	return r.tryRead
 }
 
 // NewTryWriter returns a TryWriter for w if w is a TCP or Unix stream
