@@ -3,6 +3,9 @@ package anytls_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
 	"net"
 	"runtime"
 	"strings"
@@ -186,4 +189,59 @@ func TestFramePausedMidway(t *testing.T) {
 		t.Fatal("echo differs from the frame's data")
 	}
 	r.echoStream(3, echo, "after the pauses")
+}
+
+// TestTrafficWithPausesAroundIdleHandover: streams that alternate bursts of
+// data with pauses on either side of the idle hand-over's deadline (so that
+// session readers and destination pumps hand over in the middle of the
+// traffic, at random points) deliver every byte in order.
+func TestTrafficWithPausesAroundIdleHandover(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	addr, _, pin := startServer(t, nil)
+	c := newClient(t, addr, pin, nil)
+	ctx := testContext(t, 60*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := mrand.New(mrand.NewPCG(uint64(i), 1))
+			conn, err := c.DialContext(ctx, "tcp", echo)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(50 * time.Second))
+			for round := range 6 {
+				data := randomBytes(1 + rng.IntN(200_000))
+				werr := make(chan error, 1)
+				go func() {
+					_, err := conn.Write(data)
+					werr <- err
+				}()
+				got := make([]byte, len(data))
+				_, err := io.ReadFull(conn, got)
+				if err == nil {
+					err = <-werr
+				}
+				if err == nil && !bytes.Equal(got, data) {
+					err = errors.New("echo differs")
+				}
+				if err != nil {
+					errs <- fmt.Errorf("stream %d round %d (%d bytes): %w", i, round, len(data), err)
+					return
+				}
+				// the pause is the workload: 0.4x to 1.8x the deadline
+				time.Sleep(sockio.IdleAfter * time.Duration(40+rng.IntN(140)) / 100)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
