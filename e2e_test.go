@@ -19,11 +19,7 @@ import (
 )
 
 func TestEndToEndEcho(t *testing.T) {
-	checkLeaks(t)
-	echo := startEcho(t)
-	addr, _, pin := startServer(t, nil)
-	c := newClient(t, addr, pin, nil)
-	ctx := testContext(t, 60*time.Second)
+	c, echo, ctx := echoClient(t, 60*time.Second)
 
 	for i, size := range []int{1, 1000, 65535, 65536, 200_000, 1 << 20} {
 		conn, err := c.DialContext(ctx, "tcp", echo)
@@ -40,11 +36,7 @@ func TestEndToEndEcho(t *testing.T) {
 }
 
 func TestEndToEndConcurrent(t *testing.T) {
-	checkLeaks(t)
-	echo := startEcho(t)
-	addr, _, pin := startServer(t, nil)
-	c := newClient(t, addr, pin, nil)
-	ctx := testContext(t, 60*time.Second)
+	c, echo, ctx := echoClient(t, 60*time.Second)
 	var wg sync.WaitGroup
 	for i := 0; i < 16; i++ {
 		wg.Add(1)
@@ -134,11 +126,7 @@ func TestPinMismatch(t *testing.T) {
 // in waitThenRead, the server's destination pump in waitAsync, and traffic
 // after the idle spell still flows both ways.
 func TestIdleWaitsOnFreshGoroutines(t *testing.T) {
-	checkLeaks(t)
-	echo := startEcho(t)
-	addr, _, pin := startServer(t, nil)
-	c := newClient(t, addr, pin, nil)
-	ctx := testContext(t, 30*time.Second)
+	c, echo, ctx := echoClient(t, 30*time.Second)
 	conn, err := c.DialContext(ctx, "tcp", echo)
 	if err != nil {
 		t.Fatal(err)
@@ -196,11 +184,7 @@ func TestFramePausedMidway(t *testing.T) {
 // session readers and destination pumps hand over in the middle of the
 // traffic, at random points) deliver every byte in order.
 func TestTrafficWithPausesAroundIdleHandover(t *testing.T) {
-	checkLeaks(t)
-	echo := startEcho(t)
-	addr, _, pin := startServer(t, nil)
-	c := newClient(t, addr, pin, nil)
-	ctx := testContext(t, 60*time.Second)
+	c, echo, ctx := echoClient(t, 60*time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, 6)
 	for i := range 6 {

@@ -99,6 +99,16 @@ func startEcho(t testing.TB) string {
 	return serveTCP(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
+// echoClient checks the test for leaks and starts an echo server, a server
+// and a client of it; ctx ends after d.
+func echoClient(t *testing.T, d time.Duration) (c *anytls.Client, echo string, ctx context.Context) {
+	t.Helper()
+	checkLeaks(t)
+	echo = startEcho(t)
+	addr, _, pin := startServer(t, nil)
+	return newClient(t, addr, pin, nil), echo, testContext(t, d)
+}
+
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
