@@ -98,8 +98,8 @@ func newRelay(a, b net.Conn, opt Options) *relay {
 // goroutine ended last, and must not block. A direction whose source can
 // deliver by itself (an AnyTLS stream) needs no goroutine. The other one
 // copies on a goroutine of its own, and when its source (a TCP connection)
-// has had nothing to read for sockio.IdleAfter, it hands the wait to a new
-// goroutine and ends: a goroutine that waits where it copied (a TLS write,
+// has had nothing to read for a while (half of sockio.IdleAfter to all of
+// it), it hands the wait to a new goroutine and ends: a goroutine that waits where it copied (a TLS write,
 // say) keeps a stack of 4 KiB or more, one that only ever waited keeps the
 // smallest stack Go gives. The relay owns the source's read deadline.
 func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
@@ -134,6 +134,7 @@ func (r *relay) pumpAsync(c *copier, drain bool, ended func()) {
 		go r.waitAsync(c, drain, ended)
 		return
 	}
+	c.clearDeadline() // the drain after a failed write reads src on
 	r.copied(c, rerr, werr, drain)
 	ended()
 }
@@ -365,36 +366,53 @@ type copier struct {
 	count  *atomic.Int64
 	rd     sockio.Reader // usable when canTry; else src.Read, which waits
 	canTry bool
-	fw     framedWriter
-	framed bool
+	dl     interface{ SetReadDeadline(time.Time) error } // src, if it has deadlines
+	// the read deadline waitIdle armed, or zero
+	deadline time.Time
+	fw       framedWriter
+	framed   bool
 }
 
-// waitFor waits up to d for the source to have something to read; ready is
-// false when the time ran out.
-func (c *copier) waitFor(d time.Duration) (ready bool, err error) {
-	dl, ok := c.src.(interface{ SetReadDeadline(time.Time) error })
-	if !ok {
+// waitIdle waits for the source to have something to read, under a read
+// deadline at most sockio.IdleAfter ahead that is renewed once half of it
+// has passed (setting a deadline costs a timer update, too much for every
+// wait of a busy copy); ready is false when the deadline passed.
+func (c *copier) waitIdle() (ready bool, err error) {
+	if c.dl == nil {
 		return true, c.rd.Wait()
 	}
-	dl.SetReadDeadline(time.Now().Add(d))
+	now := time.Now()
+	if c.deadline.Sub(now) < sockio.IdleAfter/2 {
+		c.deadline = now.Add(sockio.IdleAfter)
+		c.dl.SetReadDeadline(c.deadline)
+	}
 	err = c.rd.Wait()
-	dl.SetReadDeadline(time.Time{})
 	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.clearDeadline()
 		return false, nil
 	}
 	return err == nil, err
 }
 
+// clearDeadline removes waitIdle's deadline, if set.
+func (c *copier) clearDeadline() {
+	if !c.deadline.IsZero() {
+		c.deadline = time.Time{}
+		c.dl.SetReadDeadline(time.Time{})
+	}
+}
+
 func newCopier(dst io.Writer, src io.Reader, count *atomic.Int64) *copier {
 	c := &copier{dst: dst, src: src, count: count}
 	c.rd, c.canTry = sockio.NewReader(src)
+	c.dl, _ = src.(interface{ SetReadDeadline(time.Time) error })
 	c.fw, c.framed = dst.(framedWriter)
 	return c
 }
 
 // copy copies until EOF (both results nil), a read error (rerr) or a write
 // error (werr). With yield set it also returns, with idle set, when the
-// source has had nothing to read for sockio.IdleAfter; the caller then
+// source has had nothing to read for a while (see waitIdle); the caller then
 // waits (c.rd.Wait) and calls copy again. A source that can write itself out
 // (an AnyTLS stream) does so without a copy and never yields.
 func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
@@ -415,10 +433,18 @@ func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
 		var rerr error
 		if c.canTry {
 			n, rerr = c.rd.TryRead(buf)
+			if !c.deadline.IsZero() && errors.Is(rerr, os.ErrDeadlineExceeded) {
+				// waitIdle's deadline passed while the copy was busy
+				// elsewhere (a slow write): wait on a new goroutine, which
+				// finds out at once if there is something to read
+				bufPool.Put(bp)
+				c.clearDeadline()
+				return nil, nil, true
+			}
 			if rerr == sockio.ErrWouldBlock {
 				bufPool.Put(bp)
 				if yield {
-					ready, err := c.waitFor(sockio.IdleAfter)
+					ready, err := c.waitIdle()
 					if err != nil {
 						return err, nil, false
 					}

@@ -7,11 +7,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/anytls-suite/anytls/internal/relay"
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"go.uber.org/goleak"
 )
 
@@ -453,4 +456,83 @@ func TestStart(t *testing.T) {
 	} {
 		t.Run(name, test)
 	}
+}
+
+// slowWriter delays every write by d: a destination that takes its time.
+type slowWriter struct {
+	*net.TCPConn
+	d time.Duration
+}
+
+func (s slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(s.d) // the slowness under test, not a synchronisation
+	return s.TCPConn.Write(p)
+}
+
+// TestStartIdleDeadlinePassesDuringSlowWrite: Start's pump waits for its
+// source under a read deadline that it renews only now and then; when that
+// deadline passes while the pump is busy writing to a slow destination, the
+// next read fails with a timeout, which must send the pump to wait on a new
+// goroutine, not end the relay: every byte arrives, and the relay ends
+// cleanly at EOF.
+func TestStartIdleDeadlinePassesDuringSlowWrite(t *testing.T) {
+	useStart = true
+	defer func() { useStart = false }()
+	c := newChain(t)
+	c.start(t, c.a, slowWriter{TCPConn: c.b, d: 2 * sockio.IdleAfter}, relay.Options{})
+	chunks := make(chan []byte, 16)
+	go func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 64)
+			n, err := c.server.Read(buf)
+			if n > 0 {
+				chunks <- buf[:n]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var got []byte
+	next := func() bool {
+		select {
+		case b, ok := <-chunks:
+			got = append(got, b...)
+			return ok
+		case <-time.After(waitLimit):
+			t.Fatal("the destination got nothing more")
+			return false
+		}
+	}
+	c.client.Write([]byte("one"))
+	for len(got) < 3 && next() {
+	}
+	// the pump has written "one": wait until it waits under its deadline
+	deadline := time.Now().Add(waitLimit)
+	for !strings.Contains(goroutines(), "(*copier).waitIdle") {
+		if time.Now().After(deadline) {
+			t.Fatal("the pump never waited under its idle deadline")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// "two" is written for 2*IdleAfter, past the deadline; "three" waits
+	c.client.Write([]byte("two"))
+	c.client.Write([]byte("three"))
+	c.client.CloseWrite()
+	for next() {
+	}
+	if want := "onetwothree"; string(got) != want {
+		t.Fatalf("destination got %q, want %q", got, want)
+	}
+	c.server.Close()
+	if res := c.wait(t); res.err != nil {
+		t.Fatalf("relay error %v", res.err)
+	}
+}
+
+// goroutines returns the stacks of all goroutines.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
