@@ -99,9 +99,10 @@ func newRelay(a, b net.Conn, opt Options) *relay {
 // deliver by itself (an AnyTLS stream) needs no goroutine. The other one
 // copies on a goroutine of its own, and when its source (a TCP connection)
 // has had nothing to read for a while (half of sockio.IdleAfter to all of
-// it), it hands the wait to a new goroutine and ends: a goroutine that waits where it copied (a TLS write,
-// say) keeps a stack of 4 KiB or more, one that only ever waited keeps the
-// smallest stack Go gives. The relay owns the source's read deadline.
+// it), it hands the wait to a new goroutine and ends: a goroutine that
+// waits where it copied (a TLS write, say) keeps a stack of 4 KiB or more,
+// one that only ever waited keeps the smallest stack Go gives. The relay
+// owns the source's read deadline.
 func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
 	r := newRelay(a, b, opt)
 	var left atomic.Int32
@@ -434,12 +435,13 @@ func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
 		if c.canTry {
 			n, rerr = c.rd.TryRead(buf)
 			if !c.deadline.IsZero() && errors.Is(rerr, os.ErrDeadlineExceeded) {
-				// waitIdle's deadline passed while the copy was busy
-				// elsewhere (a slow write): wait on a new goroutine, which
-				// finds out at once if there is something to read
+				// waitIdle's deadline passed while the copy was busy (a
+				// slow write, a source that never ran dry): that says
+				// nothing about being idle; read again without it, and
+				// the next wait sets a fresh one
 				bufPool.Put(bp)
 				c.clearDeadline()
-				return nil, nil, true
+				continue
 			}
 			if rerr == sockio.ErrWouldBlock {
 				bufPool.Put(bp)

@@ -472,9 +472,8 @@ func (s slowWriter) Write(p []byte) (int, error) {
 // TestStartIdleDeadlinePassesDuringSlowWrite: Start's pump waits for its
 // source under a read deadline that it renews only now and then; when that
 // deadline passes while the pump is busy writing to a slow destination, the
-// next read fails with a timeout, which must send the pump to wait on a new
-// goroutine, not end the relay: every byte arrives, and the relay ends
-// cleanly at EOF.
+// next read fails with a timeout, which must not end the relay: every byte
+// arrives, and the relay ends cleanly at EOF.
 func TestStartIdleDeadlinePassesDuringSlowWrite(t *testing.T) {
 	useStart = true
 	defer func() { useStart = false }()
@@ -505,17 +504,23 @@ func TestStartIdleDeadlinePassesDuringSlowWrite(t *testing.T) {
 			return false
 		}
 	}
+	waitUntil := func(fn, what string) {
+		deadline := time.Now().Add(waitLimit)
+		for !strings.Contains(goroutines(), fn) {
+			if time.Now().After(deadline) {
+				t.Fatal("the pump never " + what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// from a known start: the pump's first wait ran out, its deadline is
+	// cleared, and it waits on a goroutine of its own
+	waitUntil("(*relay).waitAsync", "handed its first wait over")
 	c.client.Write([]byte("one"))
 	for len(got) < 3 && next() {
 	}
 	// the pump has written "one": wait until it waits under its deadline
-	deadline := time.Now().Add(waitLimit)
-	for !strings.Contains(goroutines(), "(*copier).waitIdle") {
-		if time.Now().After(deadline) {
-			t.Fatal("the pump never waited under its idle deadline")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil("(*copier).waitIdle", "waited under its idle deadline")
 	// "two" is written for 2*IdleAfter, past the deadline; "three" waits
 	c.client.Write([]byte("two"))
 	c.client.Write([]byte("three"))
