@@ -78,10 +78,7 @@ func TestClientServerSettings(t *testing.T) {
 		env.p.send(wire.CmdSYNACK, 99, nil)
 		env.p.send(wire.CmdSYNACK, 98, []byte("nope"))
 		env.p.expectQuiet("SYNACK for unknown streams")
-		env.p.send(wire.CmdPSH, st.ID(), []byte("hi"))
-		if got := readN(t, st, 2); string(got) != "hi" {
-			t.Fatalf("read %q", got)
-		}
+		sendAndRead(t, env.p, st, "hi")
 	})
 }
 
@@ -124,10 +121,7 @@ func TestClientSYNACKError(t *testing.T) {
 
 		// The sibling is untouched, in both directions.
 		waitDone(t, good.SYNACK(), "good SYNACK")
-		env.p.send(wire.CmdPSH, good.ID(), []byte("response"))
-		if got := readN(t, good, 8); string(got) != "response" {
-			t.Fatalf("sibling read %q", got)
-		}
+		sendAndRead(t, env.p, good, "response")
 		if _, err := good.Write([]byte("request")); err != nil {
 			t.Fatalf("sibling write: %v", err)
 		}

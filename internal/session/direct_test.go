@@ -212,10 +212,7 @@ func TestDirectDeliveryWriteError(t *testing.T) {
 	st.Close()
 	env.p.expect(wire.CmdFIN, 1)
 	other := env.open(t, 3, wire.Addr{})
-	env.p.send(wire.CmdPSH, 3, []byte("still here"))
-	if got := readN(t, other, 10); string(got) != "still here" {
-		t.Fatalf("sibling read %q", got)
-	}
+	sendAndRead(t, env.p, other, "still here")
 }
 
 // deliverEvents records Deliver's callbacks.

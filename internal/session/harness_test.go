@@ -562,6 +562,15 @@ func readN(t *testing.T, st *Stream, n int) []byte {
 	return b
 }
 
+// sendAndRead has the peer send msg on st's id and checks that st reads it.
+func sendAndRead(t *testing.T, p *peer, st *Stream, msg string) {
+	t.Helper()
+	p.send(wire.CmdPSH, st.ID(), []byte(msg))
+	if got := readN(t, st, len(msg)); string(got) != msg {
+		t.Fatalf("stream %d read %q, want %q", st.ID(), got, msg)
+	}
+}
+
 // readErr reads until an error and returns it with the bytes read.
 func readUntilErr(t *testing.T, st *Stream) ([]byte, error) {
 	t.Helper()

@@ -228,10 +228,7 @@ func TestHeartbeatAnswered(t *testing.T) {
 				env.p.expect(wire.CmdHeartResponse, sid)
 			}
 			st := env.open(t, testDst)
-			env.p.send(wire.CmdPSH, st.ID(), []byte("still fine"))
-			if got := readN(t, st, 10); string(got) != "still fine" {
-				t.Fatalf("read %q", got)
-			}
+			sendAndRead(t, env.p, st, "still fine")
 		})
 	})
 }
@@ -323,10 +320,7 @@ func TestServerMaxStreams(t *testing.T) {
 		s1.Close()
 		env.p.expect(wire.CmdFIN, 1)
 		s5 := env.open(t, 5, wire.Addr{})
-		env.p.send(wire.CmdPSH, 5, []byte("five"))
-		if got := readN(t, s5, 4); string(got) != "five" {
-			t.Fatalf("read %q", got)
-		}
+		sendAndRead(t, env.p, s5, "five")
 		env.p.expectQuiet("after admitting stream 5")
 	})
 }
