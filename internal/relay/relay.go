@@ -13,7 +13,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -368,28 +367,21 @@ type copier struct {
 	rd     sockio.Reader // usable when canTry; else src.Read, which waits
 	canTry bool
 	dl     interface{ SetReadDeadline(time.Time) error } // src, if it has deadlines
-	// the read deadline waitIdle armed, or zero
-	deadline time.Time
-	fw       framedWriter
-	framed   bool
+	idle   sockio.IdleDeadline                           // waitIdle's
+	fw     framedWriter
+	framed bool
 }
 
-// waitIdle waits for the source to have something to read, under a read
-// deadline at most sockio.IdleAfter ahead that is renewed once half of it
-// has passed (setting a deadline costs a timer update, too much for every
-// wait of a busy copy); ready is false when the deadline passed.
+// waitIdle waits for the source to have something to read under a
+// sockio.IdleDeadline; ready is false when that passed.
 func (c *copier) waitIdle() (ready bool, err error) {
 	if c.dl == nil {
 		return true, c.rd.Wait()
 	}
-	now := time.Now()
-	if c.deadline.Sub(now) < sockio.IdleAfter/2 {
-		c.deadline = now.Add(sockio.IdleAfter)
-		c.dl.SetReadDeadline(c.deadline)
-	}
+	c.idle.Arm(c.dl)
 	err = c.rd.Wait()
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		c.clearDeadline()
+	if c.idle.Passed(err) {
+		c.idle.Clear(c.dl)
 		return false, nil
 	}
 	return err == nil, err
@@ -397,9 +389,8 @@ func (c *copier) waitIdle() (ready bool, err error) {
 
 // clearDeadline removes waitIdle's deadline, if set.
 func (c *copier) clearDeadline() {
-	if !c.deadline.IsZero() {
-		c.deadline = time.Time{}
-		c.dl.SetReadDeadline(time.Time{})
+	if c.dl != nil {
+		c.idle.Clear(c.dl)
 	}
 }
 
@@ -434,7 +425,7 @@ func (c *copier) copy(yield bool) (rerr, werr error, idle bool) {
 		var rerr error
 		if c.canTry {
 			n, rerr = c.rd.TryRead(buf)
-			if !c.deadline.IsZero() && errors.Is(rerr, os.ErrDeadlineExceeded) {
+			if c.idle.Passed(rerr) {
 				// waitIdle's deadline passed while the copy was busy (a
 				// slow write, a source that never ran dry): that says
 				// nothing about being idle; read again without it, and

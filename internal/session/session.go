@@ -196,8 +196,8 @@ type Session struct {
 	frames       int       // frames read so far
 	settingsSeen bool      // the client's Settings arrived (server)
 	hdr          wire.Header
-	waitErr      error     // the error of the last wait for input
-	rdeadline    time.Time // the read deadline readHeader set, or zero
+	waitErr      error               // the error of the last wait for input
+	idle         sockio.IdleDeadline // readHeader's read deadline
 }
 
 func newSession(conn net.Conn, cfg Config) *Session {
@@ -786,10 +786,9 @@ func (s *Session) waitThenRead() {
 var errIdle = errors.New("session: nothing to read now")
 
 // readHeader reads the next frame's header into s.hdr. When the wait can
-// happen below TLS (see readLoop), the connection has a read deadline at
-// most sockio.IdleAfter ahead, renewed once half of it has passed (setting
-// it costs a timer update, too much for every small frame); when it passes
-// before the header's first byte, readHeader returns errIdle. crypto/tls
+// happen below TLS (see readLoop), it reads under a sockio.IdleDeadline;
+// when that passes before the header's first byte, readHeader returns
+// errIdle. crypto/tls
 // keeps a partial record over a read that timed out. Errors are
 // io.ReadFull's.
 func (s *Session) readHeader() error {
@@ -799,22 +798,18 @@ func (s *Session) readHeader() error {
 	}
 	n := 0
 	if b := s.cfg.Batch; b != nil && b.CanWaitRead() {
-		now := time.Now()
-		if s.rdeadline.Sub(now) < sockio.IdleAfter/2 {
-			s.rdeadline = now.Add(sockio.IdleAfter)
-			s.conn.SetReadDeadline(s.rdeadline)
-		}
+		s.idle.Arm(s.conn)
 		var err error
 		n, err = s.conn.Read(s.hdr[:])
 		switch {
-		case n == 0 && errors.Is(err, os.ErrDeadlineExceeded):
-			s.clearReadDeadline() // WaitRead honours it too
+		case n == 0 && s.idle.Passed(err):
+			s.idle.Clear(s.conn) // WaitRead honours it too
 			return errIdle
 		case n == 0 && err != nil:
 			return err
 		case n == len(s.hdr):
 			return nil
-		case err != nil && !errors.Is(err, os.ErrDeadlineExceeded):
+		case err != nil && !s.idle.Passed(err):
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
@@ -828,13 +823,6 @@ func (s *Session) readHeader() error {
 	return err
 }
 
-func (s *Session) clearReadDeadline() {
-	if !s.rdeadline.IsZero() {
-		s.rdeadline = time.Time{}
-		s.conn.SetReadDeadline(time.Time{})
-	}
-}
-
 // body returns the reader for the rest of a frame: the connection, which
 // readHeader's deadline must not interrupt once a frame has begun.
 func (s *Session) body() io.Reader { return bodyReader{s} }
@@ -846,10 +834,10 @@ type bodyReader struct{ s *Session }
 func (r bodyReader) Read(p []byte) (int, error) {
 	for {
 		n, err := r.s.conn.Read(p)
-		if r.s.rdeadline.IsZero() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if !r.s.idle.Passed(err) {
 			return n, err
 		}
-		r.s.clearReadDeadline()
+		r.s.idle.Clear(r.s.conn)
 		if n > 0 {
 			return n, nil
 		}

@@ -6,6 +6,7 @@ package sockio
 
 import (
 	"errors"
+	"os"
 	"time"
 )
 
@@ -24,3 +25,40 @@ type TryWriter func(p []byte) (n int, err error)
 // hand-over costs a few microseconds, nothing beside a pause this long,
 // and a connection that is busy never pays it.
 const IdleAfter = 50 * time.Millisecond
+
+// An IdleDeadline is the read deadline by which a reader finds out that its
+// connection has been idle for about IdleAfter. Setting a deadline costs a
+// timer update, too much before every read of a busy connection, so Arm
+// keeps it at most IdleAfter ahead and renews it only once half of that has
+// passed: a read timing out under it means between IdleAfter/2 and
+// IdleAfter without input, or a deadline that ran out while the reader was
+// busy elsewhere (see Passed). The zero value is disarmed.
+type IdleDeadline struct {
+	at time.Time
+}
+
+// deadliner is the part of a net.Conn that IdleDeadline needs.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// Arm sets c's read deadline, unless the one already set is at least
+// IdleAfter/2 ahead.
+func (d *IdleDeadline) Arm(c deadliner) {
+	now := time.Now()
+	if d.at.Sub(now) < IdleAfter/2 {
+		d.at = now.Add(IdleAfter)
+		c.SetReadDeadline(d.at)
+	}
+}
+
+// Clear removes c's read deadline if Arm set one.
+func (d *IdleDeadline) Clear(c deadliner) {
+	if !d.at.IsZero() {
+		d.at = time.Time{}
+		c.SetReadDeadline(time.Time{})
+	}
+}
+
+// Passed reports whether err is the timeout of a deadline Arm set.
+func (d *IdleDeadline) Passed(err error) bool {
+	return !d.at.IsZero() && errors.Is(err, os.ErrDeadlineExceeded)
+}
