@@ -157,6 +157,7 @@ type Client struct {
 	scheme atomic.Pointer[padding.Scheme]
 	pool   *pool.Pool
 	dial   func(ctx context.Context, network, address string) (net.Conn, error)
+	poller sockio.Poller // where the read loops of idle sessions wait
 }
 
 // NewClient validates cfg and returns a client. No connection is made until
@@ -334,6 +335,7 @@ func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session
 		IdleHeartbeat: c.cfg.IdleHeartbeat,
 		WriteTimeout:  c.cfg.WriteTimeout,
 		Batch:         batch,
+		Poller:        &c.poller,
 		OnClose: func(err error) {
 			var alert *session.AlertError
 			switch {

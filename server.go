@@ -184,6 +184,8 @@ type Server struct {
 	refusedLogAt    time.Time // when that warning was logged
 
 	wg sync.WaitGroup // connections and streams being served
+
+	poller sockio.Poller // where idle session readers and relay pumps wait
 }
 
 // NewServer validates cfg and returns a server.
@@ -388,6 +390,7 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer, done func()) {
 	ls := &liveSession{}
 	ls.sess = session.NewServer(conn, session.Config{
 		Batch:         batch,
+		Poller:        &s.poller,
 		ServerScheme:  s.scheme.Load,
 		MaxStreams:    s.cfg.MaxStreamsPerSession,
 		StreamBuffer:  s.cfg.StreamBuffer,
@@ -494,8 +497,11 @@ func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog
 	// Close (or Shutdown's drain timeout) ends the relay by closing the
 	// destination: a stream the client ended with FIN still delivers what is
 	// queued, and a destination that reads nothing would hold it for ever.
-	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
-	relay.Start(finOnCloseWrite{st}, conn, relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle}, func(stats relay.Stats, err error) {
+	// The relay's pump may be parked on conn: WakeAll resumes it now rather
+	// than at the poller's next sweep.
+	stop := context.AfterFunc(s.ctx, func() { conn.Close(); s.poller.WakeAll() })
+	opt := relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle, Poller: &s.poller}
+	relay.Start(finOnCloseWrite{st}, conn, opt, func(stats relay.Stats, err error) {
 		stop()
 		if err != nil && !errors.Is(err, session.ErrClosedByPeer) && !errors.Is(err, session.ErrSessionClosed) {
 			log.Debug("relay ended with an error", "destination", dst.String(), "err", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/anytls-suite/anytls/internal/cli"
 	"github.com/anytls-suite/anytls/internal/inbound"
 	"github.com/anytls-suite/anytls/internal/relay"
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/tlsutil"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
@@ -174,10 +175,12 @@ func run(o options) error {
 	}
 	defer client.Close()
 
+	var poller sockio.Poller // where idle relays wait
 	icfg := inbound.Config{
 		Logger: log,
+		Poller: &poller,
 		StartRelay: func(local, remote net.Conn, done func()) {
-			relay.Start(local, remote, relay.Options{}, func(relay.Stats, error) { done() })
+			relay.Start(local, remote, relay.Options{Poller: &poller}, func(relay.Stats, error) { done() })
 		},
 	}
 	if o.proxyAuth != "" {

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -95,6 +96,10 @@ type Config struct {
 	// closed (relay.Start). The handshake's goroutine then ends before the
 	// relay begins, and an idle relay holds only the goroutines it needs.
 	StartRelay func(local, remote net.Conn, done func())
+	// Poller is the one StartRelay's relays park in (relay.Options), if
+	// any: Close wakes what is parked there once it has closed the
+	// connections, so that Close need not wait for the Poller's sweep.
+	Poller *sockio.Poller
 }
 
 // Validate reports every problem of c at once; each wraps ErrInvalidConfig.
@@ -317,6 +322,7 @@ func (s *Server) Close() error {
 		for _, c := range conns {
 			c.Close()
 		}
+		s.cfg.Poller.WakeAll()
 		s.transport.CloseIdleConnections()
 	})
 	s.wg.Wait()

@@ -29,6 +29,11 @@ type Options struct {
 	// HalfCloseIdle bounds the silence allowed on the remaining direction
 	// after one direction ended with EOF. Zero means DefaultHalfCloseIdle.
 	HalfCloseIdle time.Duration
+	// Poller, if not nil, parks a pump of Start whose source has nothing to
+	// read: an idle direction then holds no goroutine. The relay wakes what
+	// it parked when it closes the connections; a source closed by anyone
+	// else is found by the Poller's sweep (or its WakeAll).
+	Poller *sockio.Poller
 }
 
 // Stats reports the bytes moved each way.
@@ -89,7 +94,7 @@ func newRelay(a, b net.Conn, opt Options) *relay {
 	if opt.HalfCloseIdle <= 0 {
 		opt.HalfCloseIdle = DefaultHalfCloseIdle
 	}
-	return &relay{a: a, b: b, idle: opt.HalfCloseIdle}
+	return &relay{a: a, b: b, idle: opt.HalfCloseIdle, poller: opt.Poller}
 }
 
 // Start relays like Relay but returns at once; done is called once, after
@@ -119,19 +124,36 @@ func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
 	bToA := r.deliver(b, a, &r.bToA, false, ended)
 	aToB := r.deliver(a, b, &r.aToB, true, ended)
 	if !bToA {
-		go r.pumpAsync(newCopier(a, b, &r.bToA), false, ended)
+		c := newCopier(a, b, &r.bToA)
+		c.park = r.parking(&r.parkB)
+		go r.pumpAsync(c, false, ended)
 	}
 	if !aToB {
-		go r.pumpAsync(newCopier(b, a, &r.aToB), true, ended)
+		c := newCopier(b, a, &r.aToB)
+		c.park = r.parking(&r.parkA)
+		go r.pumpAsync(c, true, ended)
 	}
 }
 
+// parking returns k set up for r's Poller, or nil without one.
+func (r *relay) parking(k **sockio.Parking) *sockio.Parking {
+	if r.poller == nil {
+		return nil
+	}
+	*k = &sockio.Parking{Poller: r.poller}
+	return *k
+}
+
 // pumpAsync is pump for Start: it copies until the source has nothing to
-// read, then waits on a new goroutine (waitAsync) and ends.
+// read, then parks in the Poller, which calls pumpAsync again on a new
+// goroutine once there is something to read, or else waits on a new
+// goroutine (waitAsync); and ends.
 func (r *relay) pumpAsync(c *copier, drain bool, ended func()) {
 	rerr, werr, idle := c.copy(true)
 	if idle {
-		go r.waitAsync(c, drain, ended)
+		if c.park == nil || !c.park.Park(&c.rd, func() { r.pumpAsync(c, drain, ended) }) {
+			go r.waitAsync(c, drain, ended)
+		}
 		return
 	}
 	c.clearDeadline() // the drain after a failed write reads src on
@@ -153,6 +175,10 @@ type relay struct {
 	a, b       net.Conn
 	idle       time.Duration
 	aToB, bToA atomic.Int64
+	poller     *sockio.Poller
+	// where Start's pumps park (reading a, reading b); set before they
+	// start, nil without a Poller
+	parkA, parkB *sockio.Parking
 
 	mu     sync.Mutex
 	err    error
@@ -262,9 +288,16 @@ func (r *relay) closeBoth() {
 		return
 	}
 	r.closed = true
+	pa, pb := r.parkA, r.parkB
 	r.mu.Unlock()
 	r.a.Close()
 	r.b.Close()
+	if pa != nil {
+		pa.Close()
+	}
+	if pb != nil {
+		pb.Close()
+	}
 }
 
 // startTimer watches the remaining direction after a half-close (or a failed
@@ -368,6 +401,7 @@ type copier struct {
 	canTry bool
 	dl     interface{ SetReadDeadline(time.Time) error } // src, if it has deadlines
 	idle   sockio.IdleDeadline                           // waitIdle's
+	park   *sockio.Parking                               // where Start's pump waits, if anywhere
 	fw     framedWriter
 	framed bool
 }

@@ -69,11 +69,15 @@ func newChain(t *testing.T) *chain {
 }
 
 // useStart makes chain.start use relay.Start instead of relay.Relay (see
-// TestStart).
-var useStart bool
+// TestStart); usePoller gives it a Poller without a sweep, so that a parked
+// pump resumes only on an event or when the relay wakes it.
+var useStart, usePoller bool
 
 func (c *chain) start(t *testing.T, a, b net.Conn, opt relay.Options) {
 	t.Helper()
+	if usePoller {
+		opt.Poller = &sockio.Poller{Sweep: time.Hour}
+	}
 	if useStart {
 		relay.Start(a, b, opt, func(st relay.Stats, err error) { c.done <- result{st, err} })
 	} else {
@@ -85,7 +89,11 @@ func (c *chain) start(t *testing.T, a, b net.Conn, opt relay.Options) {
 	t.Cleanup(func() {
 		c.client.Close()
 		c.server.Close()
-		<-c.done // never leave the relay running
+		select { // never leave the relay running
+		case <-c.done:
+		case <-time.After(waitLimit):
+			t.Error("the relay did not end once both ends were closed")
+		}
 	})
 }
 
@@ -440,10 +448,17 @@ func TestRelayWriteErrorBoundedByIdle(t *testing.T) {
 }
 
 // TestStart runs the relay tests again through relay.Start, which must
-// behave as Relay does.
+// behave as Relay does, with and without a Poller for its idle pumps.
 func TestStart(t *testing.T) {
 	useStart = true
 	defer func() { useStart = false }()
+	t.Run("goroutines", testStart)
+	usePoller = true
+	defer func() { usePoller = false }()
+	t.Run("poller", testStart)
+}
+
+func testStart(t *testing.T) {
 	for name, test := range map[string]func(*testing.T){
 		"BothWays":                      TestRelayBothWays,
 		"HalfCloseTCP":                  TestRelayHalfCloseTCP,
@@ -455,6 +470,45 @@ func TestStart(t *testing.T) {
 		"WriteErrorBoundedByIdle":       TestRelayWriteErrorBoundedByIdle,
 	} {
 		t.Run(name, test)
+	}
+}
+
+// TestStartParksIdlePumps: with a Poller, once both directions of a TCP
+// relay have been idle, no goroutine copies or waits for them; traffic
+// resumes both ways, and a Close from outside (the peer's FIN) ends it.
+func TestStartParksIdlePumps(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("a Poller parks only on Linux")
+	}
+	p := &sockio.Poller{Sweep: time.Hour}
+	c := newChain(t)
+	useStart = true
+	c.start(t, c.a, c.b, relay.Options{Poller: p})
+	useStart = false
+	for round := range 3 {
+		msg := random(100_000)
+		up, down := readAll(io.LimitReader(c.server, int64(len(msg)))), readAll(io.LimitReader(c.client, int64(len(msg))))
+		c.client.Write(msg)
+		c.server.Write(msg)
+		for _, ch := range []<-chan readResult{up, down} {
+			if r := recv(t, ch, "echo"); !bytes.Equal(r.b, msg) {
+				t.Fatalf("round %d: %d bytes arrived, want %d", round, len(r.b), len(msg))
+			}
+		}
+		deadline := time.Now().Add(waitLimit)
+		for p.Parked() != 2 || strings.Contains(goroutines(), "relay.(*copier).copy") ||
+			strings.Contains(goroutines(), "relay.(*relay).waitAsync") {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: pumps not parked (Parked = %d):\n%s", round, p.Parked(), goroutines())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	c.client.Close()
+	c.server.Close()
+	r := c.wait(t)
+	if r.stats.AToB != 300_000 || r.stats.BToA != 300_000 {
+		t.Fatalf("stats %+v", r.stats)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -555,24 +556,10 @@ func (failingWriter) TryWriter() sockio.TryWriter {
 // layer must not wait to send its close alert behind that write.
 func TestAbortDuringBlockedBatchedWrite(t *testing.T) {
 	leakCheck(t)
-	sc, pc := tcpPair(t)
-	sc.(*net.TCPConn).SetWriteBuffer(16 << 10)
-	pc.(*net.TCPConn).SetReadBuffer(64 << 10)
-	b := sockio.NewBatcher(sc)
-	cert, err := tlsutil.SelfSigned("localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := tls.Client(b, &tls.Config{InsecureSkipVerify: true})
-	sv := tls.Server(pc, &tls.Config{Certificates: []tls.Certificate{cert}})
-	hs := make(chan error, 1)
-	go func() { hs <- sv.Handshake() }()
-	if err := cl.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitErr(t, hs, "server handshake"); err != nil {
-		t.Fatal(err)
-	}
+	cl, b, _ := batchedTLS(t, func(sc, pc *net.TCPConn) {
+		sc.SetWriteBuffer(16 << 10)
+		pc.SetReadBuffer(64 << 10)
+	})
 	// from here on the server reads nothing
 	sess := NewClient(cl, Config{Scheme: mustScheme(t, noShaping), ProbeTimeout: -1, Batch: b})
 	defer sess.Close()
@@ -608,6 +595,91 @@ func TestAbortDuringBlockedBatchedWrite(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Abort blocked for %v behind a write to a peer that does not read", d)
 	}
+}
+
+// batchedTLS returns a client TLS connection over a Batcher over TCP, as
+// the client package makes them, and its peer, both past the handshake.
+// tune, if not nil, sees the client's and the peer's TCP connections first.
+func batchedTLS(t *testing.T, tune func(sc, pc *net.TCPConn)) (*tls.Conn, *sockio.Batcher, *tls.Conn) {
+	t.Helper()
+	sc, pc := tcpPair(t)
+	if tune != nil {
+		tune(sc.(*net.TCPConn), pc.(*net.TCPConn))
+	}
+	b := sockio.NewBatcher(sc)
+	cert, err := tlsutil.SelfSigned("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := tls.Client(b, &tls.Config{InsecureSkipVerify: true})
+	sv := tls.Server(pc, &tls.Config{Certificates: []tls.Certificate{cert}})
+	hs := make(chan error, 1)
+	go func() { hs <- sv.Handshake() }()
+	if err := cl.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitErr(t, hs, "server handshake"); err != nil {
+		t.Fatal(err)
+	}
+	return cl, b, sv
+}
+
+// TestIdleReaderParks: with a Poller, the read loop of an idle session
+// parks there and no goroutine waits for it; a frame from the peer resumes
+// it (it answers a heartbeat), and Close returns while it is parked. The
+// Poller's sweep is off: only the event, or the session's own wake on
+// Close, can resume the reader.
+func TestIdleReaderParks(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("a Poller parks only on Linux")
+	}
+	leakCheck(t)
+	cl, b, sv := batchedTLS(t, nil)
+	p := &sockio.Poller{Sweep: time.Hour}
+	sess := NewClient(cl, Config{Scheme: mustScheme(t, noShaping), ProbeTimeout: -1, Batch: b, Poller: p})
+	parked := func() bool {
+		return p.Parked() == 1 && !strings.Contains(allStacks(), "(*Session).readLoop")
+	}
+	for round := range 3 {
+		waitFor(t, "the idle reader to park", parked)
+		req, _ := wire.AppendHeader(nil, wire.CmdHeartRequest, uint32(round), 0)
+		if _, err := sv.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		sv.SetReadDeadline(time.Now().Add(testTimeout))
+		var h wire.Header
+		for h.Cmd() != wire.CmdHeartResponse { // after the client's Settings
+			if _, err := io.ReadFull(sv, h[:]); err != nil {
+				t.Fatalf("round %d: no answer to a heartbeat: %v", round, err)
+			}
+			if _, err := io.CopyN(io.Discard, sv, int64(h.Length())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h.StreamID() != uint32(round) {
+			t.Fatalf("round %d: answer %v", round, &h)
+		}
+	}
+	waitFor(t, "the idle reader to park", parked)
+	closed := make(chan struct{})
+	go func() {
+		sess.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(testTimeout):
+		t.Fatal("Close did not return while the reader was parked")
+	}
+	if p.Parked() != 0 {
+		t.Fatalf("Parked = %d after Close", p.Parked())
+	}
+}
+
+// allStacks returns the stacks of all goroutines.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
 
 // waitFor polls cond until it holds (a state, not an event, to wait for),

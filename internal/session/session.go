@@ -105,6 +105,9 @@ type Config struct {
 	// of several TLS records after the padding phase is then sent to the
 	// socket in one system call.
 	Batch *sockio.Batcher
+	// Poller, if not nil, parks the read loop of an idle session (with
+	// Batch): no goroutine waits while the connection has nothing to read.
+	Poller *sockio.Poller
 
 	// Logger receives the session's logs; nil discards them.
 	Logger *slog.Logger
@@ -198,6 +201,7 @@ type Session struct {
 	hdr          wire.Header
 	waitErr      error               // the error of the last wait for input
 	idle         sockio.IdleDeadline // readHeader's read deadline
+	park         sockio.Parking      // where an idle read loop waits (cfg.Poller)
 }
 
 func newSession(conn net.Conn, cfg Config) *Session {
@@ -214,6 +218,7 @@ func newSession(conn net.Conn, cfg Config) *Session {
 		added:   make(chan struct{}, 1),
 		die:     make(chan struct{}),
 	}
+	s.park.Poller = cfg.Poller
 	s.peerVersion.Store(1)
 	s.lastRecv.Store(time.Now().UnixNano())
 	s.synackTimeout = dur(cfg.SYNACKTimeout, DefaultSYNACKTimeout)
@@ -351,6 +356,7 @@ func (s *Session) fail(cause error) {
 		clear(s.streams)
 		s.mu.Unlock()
 		s.closeConn()
+		s.park.Close()
 		s.stopLiveness()
 		if cause != nil && !errors.Is(cause, net.ErrClosed) {
 			s.log.Debug("session closed", "cause", cause)
@@ -748,18 +754,22 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 
 // readLoop reads frames until the session ends, or until the connection has
 // had nothing to read at a frame boundary for a while (see readHeader): then it
-// starts waitThenRead on a new goroutine, which inherits its place in wg,
-// and ends. A goroutine's stack grows with the deepest calls it makes (TLS
-// decryption, a write to a socket) and Go gives back at most half of it per
-// garbage collection, and only while a quarter is in use: a reader that
-// waited where it read would keep 4 KiB or more for as long as the session
-// stays idle; the new one keeps 2 KiB. Waiting on the socket below TLS needs
-// the Batcher; without one (tests on pipes) the reader waits in the TLS
-// read.
+// parks in cfg.Poller, which runs readLoop again on a new goroutine once
+// there is something to read, and ends; without a Poller (or on a system
+// without one) it starts waitThenRead on a new goroutine instead. Either
+// inherits its place in wg. An idle session then holds no goroutine, or one
+// with the smallest stack: a goroutine's stack grows with the deepest calls
+// it makes (TLS decryption, a write to a socket) and Go gives back at most
+// half of it per garbage collection, and only while a quarter is in use, so
+// a reader that waited where it read would keep 4 KiB or more for as long
+// as the session stays idle. Waiting on the socket below TLS needs the
+// Batcher; without one (tests on pipes) the reader waits in the TLS read.
 func (s *Session) readLoop() {
 	err := s.readFrames()
 	if err == errIdle {
-		go s.waitThenRead()
+		if !s.cfg.Batch.Park(&s.park, s.readLoop) {
+			go s.waitThenRead()
+		}
 		return
 	}
 	if s.refused > 0 {

@@ -45,6 +45,11 @@ func (b *Batcher) CanWaitRead() bool { return b.canWait }
 // an error), without a buffer. It needs CanWaitRead.
 func (b *Batcher) WaitRead() error { return b.rd.Wait() }
 
+// Park parks the reader of the connection in k (see Parking.Park): fn runs
+// once the connection has something to read. It reports false when it could
+// not; the caller then waits itself (WaitRead).
+func (b *Batcher) Park(k *Parking, fn func()) bool { return b.canWait && k.Park(&b.rd, fn) }
+
 // Write sends p, or collects it while held.
 func (b *Batcher) Write(p []byte) (int, error) {
 	b.mu.Lock()

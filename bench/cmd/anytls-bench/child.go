@@ -42,6 +42,7 @@ import (
 	anytls "github.com/anytls-suite/anytls"
 	"github.com/anytls-suite/anytls/internal/inbound"
 	"github.com/anytls-suite/anytls/internal/relay"
+	"github.com/anytls-suite/anytls/internal/sockio"
 	"github.com/anytls-suite/anytls/internal/tlsutil"
 	"github.com/anytls-suite/anytls/internal/wire"
 	singanytls "github.com/anytls/sing-anytls"
@@ -60,6 +61,9 @@ type childStats struct {
 	Stacks     int64         `json:"stacks"`     // goroutine stack bytes
 	Goroutines int           `json:"goroutines"` // goroutines running
 	Threads    int           `json:"threads"`    // OS threads created so far
+	// Classes holds the runtime's /memory/classes/ metrics (bytes), keyed by
+	// name without that prefix and the unit.
+	Classes map[string]int64 `json:"classes,omitempty"`
 }
 
 func readStats() childStats {
@@ -74,7 +78,18 @@ func readStats() childStats {
 		}
 		return int64(s[i].Value.Uint64())
 	}
+	classes := map[string]int64{}
+	for _, d := range metrics.All() {
+		name, ok := strings.CutPrefix(d.Name, "/memory/classes/")
+		if !ok || d.Kind != metrics.KindUint64 {
+			continue
+		}
+		m := []metrics.Sample{{Name: d.Name}}
+		metrics.Read(m)
+		classes[strings.TrimSuffix(name, ":bytes")] = int64(m[0].Value.Uint64())
+	}
 	return childStats{
+		Classes:    classes,
 		CPU:        cpuTime(),
 		RSS:        residentBytes(),
 		Heap:       val(0),
@@ -107,10 +122,12 @@ func runChild(role, server string, maxLife time.Duration) error {
 		if err != nil {
 			return err
 		}
+		var poller sockio.Poller
 		proxy, err := inbound.New(inbound.Config{
+			Poller: &poller,
 			// the relay anytls-client uses
 			StartRelay: func(local, remote net.Conn, done func()) {
-				relay.Start(local, remote, relay.Options{}, func(relay.Stats, error) { done() })
+				relay.Start(local, remote, relay.Options{Poller: &poller}, func(relay.Stats, error) { done() })
 			},
 		}, sw)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -134,8 +135,15 @@ func runRound(ctx context.Context, w io.Writer, lives []*live, round int, last b
 			gs := func(s childStats) int64 { return int64(s.Goroutines) }
 			gper := func(side int) float64 { return per(side, gs) * 1024 }
 			th := func(side int) int { return snaps[1][side].Threads - snaps[0][side].Threads }
-			return fmt.Sprintf("RSS %.1f/%.1f KiB, stacks %.1f/%.1f KiB, goroutines %.2f/%.2f per stream, threads +%d/+%d",
-				per(0, rss), per(1, rss), per(0, stacks), per(1, stacks), gper(0), gper(1), th(0), th(1)), nil
+			var classes []string
+			for _, name := range slices.Sorted(maps.Keys(snaps[1][0].Classes)) {
+				c := func(s childStats) int64 { return s.Classes[name] }
+				if d0, d1 := per(0, c), per(1, c); math.Abs(d0) >= 0.05 || math.Abs(d1) >= 0.05 {
+					classes = append(classes, fmt.Sprintf("%s %.1f/%.1f", name, d0, d1))
+				}
+			}
+			return fmt.Sprintf("RSS %.1f/%.1f KiB, stacks %.1f/%.1f KiB, goroutines %.2f/%.2f per stream, threads +%d/+%d; memory classes (KiB): %s",
+				per(0, rss), per(1, rss), per(0, stacks), per(1, stacks), gper(0), gper(1), th(0), th(1), strings.Join(classes, ", ")), nil
 		}
 		return fmt.Sprintf("RSS %.1f/%.1f KiB", per(0, rss), per(1, rss)), nil
 	}})
