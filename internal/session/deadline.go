@@ -49,6 +49,29 @@ func (d *deadline) set(t time.Time) {
 	close(d.ch)
 }
 
+// passed reports whether the deadline has passed, without making a channel.
+func (d *deadline) passed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ch != nil && expired(d.ch)
+}
+
+// canceller is what a write that has to wait for the write token gives up
+// on: a stream's write deadline, whose channel is made only then (a write
+// that finds the token free makes none), or a plain channel (a context's).
+// The zero value never cancels.
+type canceller struct {
+	d  *deadline
+	ch <-chan struct{}
+}
+
+func (c canceller) done() <-chan struct{} {
+	if c.d != nil {
+		return c.d.wait()
+	}
+	return c.ch
+}
+
 // wait returns a channel that is closed when the deadline passes.
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()

@@ -718,7 +718,7 @@ func TestIdleSessionKeepsNoLargeWriteBuffer(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("data differs")
 	}
-	if err := env.sess.lockWrite(nil); err != nil {
+	if err := env.sess.lockWrite(canceller{}); err != nil {
 		t.Fatal(err)
 	}
 	kept := cap(env.sess.wbuf)

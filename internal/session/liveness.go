@@ -80,7 +80,7 @@ func (s *Session) suspect(serious bool) {
 		return
 	}
 	s.queueCtrl(wire.CmdHeartRequest, 0, nil)
-	s.armLiveness(s.probeTimeout)
+	s.armLiveness(s.cfg.ProbeTimeout)
 }
 
 // armLiveness schedules the liveness check in d, unless it is already due
@@ -101,10 +101,10 @@ func (s *Session) schedule(d time.Duration, force bool) {
 	if s.IsClosed() {
 		return
 	}
-	if !force && s.liveTimer != nil && s.liveAt.After(now) && !at.Before(s.liveAt) {
+	if !force && s.liveTimer != nil && s.liveAt > now.UnixNano() && at.UnixNano() >= s.liveAt {
 		return
 	}
-	s.liveAt = at
+	s.liveAt = at.UnixNano()
 	if s.liveTimer == nil {
 		s.liveTimer = time.AfterFunc(d, s.checkLiveness)
 		return
@@ -116,11 +116,11 @@ func (s *Session) schedule(d time.Duration, force bool) {
 // heartbeat is due IdleHeartbeat after the last frame, not at the next
 // quiet check.
 func (s *Session) streamGone() {
-	if !s.client || s.idleHeartbeat <= 0 || s.NumStreams() > 0 {
+	if !s.client || s.cfg.IdleHeartbeat <= 0 || s.NumStreams() > 0 {
 		return
 	}
 	quiet := time.Duration(time.Now().UnixNano() - s.lastRecv.Load())
-	s.armLiveness(max(s.idleHeartbeat-quiet, time.Millisecond))
+	s.armLiveness(max(s.cfg.IdleHeartbeat-quiet, time.Millisecond))
 }
 
 func (s *Session) stopLiveness() {
@@ -143,16 +143,16 @@ func (s *Session) checkLiveness() {
 	now := time.Now().UnixNano()
 	last := s.lastRecv.Load()
 	if !s.client {
-		if s.idleTimeout <= 0 {
+		if s.cfg.IdleTimeout <= 0 {
 			return
 		}
 		idle := time.Duration(now - last)
-		if s.NumStreams() == 0 && !s.holding.Load() && idle >= s.idleTimeout {
+		if s.NumStreams() == 0 && !s.holding.Load() && idle >= s.cfg.IdleTimeout {
 			s.log.Debug("closing idle session", "idle", idle)
 			s.fail(ErrIdle)
 			return
 		}
-		s.rearm(s.idleTimeout - min(idle, s.idleTimeout) + time.Millisecond)
+		s.rearm(s.cfg.IdleTimeout - min(idle, s.cfg.IdleTimeout) + time.Millisecond)
 		return
 	}
 	if p := s.probeAt.Load(); p != 0 {
@@ -161,27 +161,27 @@ func (s *Session) checkLiveness() {
 			// answered, or our own reader is the bottleneck
 			s.suspicious.Store(false)
 			s.probeAt.Store(0)
-		case time.Duration(now-p) >= s.probeTimeout:
-			s.log.Warn("session dead: no answer to a heartbeat", "waited", s.probeTimeout)
+		case time.Duration(now-p) >= s.cfg.ProbeTimeout:
+			s.log.Warn("session dead: no answer to a heartbeat", "waited", s.cfg.ProbeTimeout)
 			s.fail(ErrHeartbeatTimeout)
 			return
 		default:
-			s.rearm(time.Duration(p + int64(s.probeTimeout) - now))
+			s.rearm(time.Duration(p + int64(s.cfg.ProbeTimeout) - now))
 			return
 		}
 	}
 	if s.PeerVersion() < 2 {
 		// a v1 peer cannot answer; look again later in case ServerSettings
 		// was merely late
-		s.rearm(max(s.quietTimeout, s.idleHeartbeat))
+		s.rearm(max(s.cfg.QuietTimeout, s.cfg.IdleHeartbeat))
 		return
 	}
-	wait, serious := s.quietTimeout, true
+	wait, serious := s.cfg.QuietTimeout, true
 	if s.NumStreams() == 0 {
-		wait, serious = s.idleHeartbeat, false
+		wait, serious = s.cfg.IdleHeartbeat, false
 	}
 	if wait <= 0 || s.holding.Load() {
-		s.rearm(max(s.quietTimeout, s.idleHeartbeat))
+		s.rearm(max(s.cfg.QuietTimeout, s.cfg.IdleHeartbeat))
 		return
 	}
 	quiet := time.Duration(now - last)
@@ -194,7 +194,7 @@ func (s *Session) checkLiveness() {
 
 // armSYNACK starts a stream's SYNACK deadline.
 func (s *Session) armSYNACK(st *Stream) {
-	if s.synackTimeout <= 0 {
+	if s.cfg.SYNACKTimeout <= 0 {
 		return
 	}
 	st.mu.Lock()
@@ -202,7 +202,7 @@ func (s *Session) armSYNACK(st *Stream) {
 	if st.synacked || st.ended {
 		return // the answer came before the timer could be armed
 	}
-	st.synackTimer = time.AfterFunc(s.synackTimeout, func() { s.synackExpired(st) })
+	st.synackTimer = time.AfterFunc(s.cfg.SYNACKTimeout, func() { s.synackExpired(st) })
 }
 
 // synackExpired runs when a stream's SYNACK deadline passes. With a v2 server
@@ -218,7 +218,7 @@ func (s *Session) synackExpired(st *Stream) {
 		return
 	}
 	s.log.Info("no SYNACK in time: failing the stream and probing the session",
-		"stream", st.id, "timeout", s.synackTimeout)
+		"stream", st.id, "timeout", s.cfg.SYNACKTimeout)
 	if st.terminate(ErrSYNACKTimeout, true) && !s.IsClosed() {
 		s.queueCtrl(wire.CmdFIN, st.id, nil)
 	}

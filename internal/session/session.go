@@ -161,8 +161,8 @@ type Session struct {
 	mu      sync.Mutex // guards the fields below
 	streams map[uint32]*Stream
 	nextID  uint32
-	pongCh  chan struct{}
-	added   chan struct{} // signalled when OpenStream adds a stream (client)
+	pongCh  chan struct{} // closed by the next HeartResponse; made by Ping
+	added   chan struct{} // signalled when OpenStream adds a stream (client); made by a holding read loop
 
 	buffered    atomic.Int64 // bytes held in stream buffers
 	peerVersion atomic.Int32
@@ -177,14 +177,8 @@ type Session struct {
 	dataSeen       atomic.Bool  // stream data arrived (client): a v2 server would have sent ServerSettings first
 	liveMu         sync.Mutex
 	liveTimer      *time.Timer
-	liveAt         time.Time // when liveTimer fires; guarded by liveMu
-	wdeadline      time.Time // last write deadline set; guarded by wtoken
-	synackTimeout  time.Duration
-	probeTimeout   time.Duration
-	quietTimeout   time.Duration
-	idleHeartbeat  time.Duration
-	writeTimeout   time.Duration
-	idleTimeout    time.Duration
+	liveAt         int64 // when liveTimer fires, unix nanoseconds; guarded by liveMu
+	wdeadline      int64 // last write deadline set, unix nanoseconds; guarded by wtoken
 
 	die       chan struct{}
 	dieOnce   sync.Once
@@ -194,10 +188,10 @@ type Session struct {
 	onEnd     func(error) // Start's callback, set before the read loop starts
 
 	// read loop only
-	refused      int       // streams refused since the last warning
-	refusedLogAt time.Time // when that warning was logged
-	frames       int       // frames read so far
-	settingsSeen bool      // the client's Settings arrived (server)
+	refused      int   // streams refused since the last warning
+	refusedLogAt int64 // when that warning was logged, unix nanoseconds
+	frames       int   // frames read so far
+	settingsSeen bool  // the client's Settings arrived (server)
 	hdr          wire.Header
 	waitErr      error               // the error of the last wait for input
 	idle         sockio.IdleDeadline // readHeader's read deadline
@@ -214,21 +208,21 @@ func newSession(conn net.Conn, cfg Config) *Session {
 		alloc:   &defaultAlloc,
 		wtoken:  make(chan struct{}, 1),
 		streams: make(map[uint32]*Stream),
-		pongCh:  make(chan struct{}),
-		added:   make(chan struct{}, 1),
 		die:     make(chan struct{}),
 	}
 	s.park.Poller = cfg.Poller
 	s.peerVersion.Store(1)
 	s.lastRecv.Store(time.Now().UnixNano())
-	s.synackTimeout = dur(cfg.SYNACKTimeout, DefaultSYNACKTimeout)
-	s.probeTimeout = dur(cfg.ProbeTimeout, DefaultProbeTimeout)
-	s.quietTimeout = dur(cfg.QuietTimeout, DefaultQuietTimeout)
-	s.idleHeartbeat = dur(cfg.IdleHeartbeat, 0)
-	s.writeTimeout = dur(cfg.WriteTimeout, DefaultWriteTimeout)
-	s.idleTimeout = dur(cfg.IdleTimeout, DefaultServerIdle)
-	if s.probeTimeout == 0 {
-		s.quietTimeout, s.idleHeartbeat = 0, 0 // no probes without a verdict
+	// the timeouts below are used as they are from here on: 0 is off
+	c := &s.cfg
+	c.SYNACKTimeout = dur(c.SYNACKTimeout, DefaultSYNACKTimeout)
+	c.ProbeTimeout = dur(c.ProbeTimeout, DefaultProbeTimeout)
+	c.QuietTimeout = dur(c.QuietTimeout, DefaultQuietTimeout)
+	c.IdleHeartbeat = dur(c.IdleHeartbeat, 0)
+	c.WriteTimeout = dur(c.WriteTimeout, DefaultWriteTimeout)
+	c.IdleTimeout = dur(c.IdleTimeout, DefaultServerIdle)
+	if c.ProbeTimeout == 0 {
+		c.QuietTimeout, c.IdleHeartbeat = 0, 0 // no probes without a verdict
 	}
 	return s
 }
@@ -247,7 +241,7 @@ func NewClient(conn net.Conn, cfg Config) *Session {
 	}
 	body := settings.Append(nil)
 	s.ctrl, _ = wire.AppendFrame(s.ctrl, wire.CmdSettings, 0, body)
-	if s.probeTimeout > 0 {
+	if s.cfg.ProbeTimeout > 0 {
 		// Tells the server that this client probes (so that a server of
 		// ours keeps it informed while it holds back a slow stream); a v2
 		// server answers it, a v1 server ignores a command it does not know.
@@ -293,7 +287,7 @@ func (s *Session) Start(done func(error)) {
 	s.onEnd = done
 	s.wg.Add(1)
 	s.mu.Unlock()
-	s.armLiveness(s.idleTimeout)
+	s.armLiveness(s.cfg.IdleTimeout)
 	go s.readLoop()
 }
 
@@ -393,7 +387,7 @@ func (s *Session) closeConn() {
 
 // ---- writing ----
 
-func (s *Session) lockWrite(cancel <-chan struct{}) error {
+func (s *Session) lockWrite(cancel canceller) error {
 	select {
 	case s.wtoken <- struct{}{}:
 		return nil
@@ -404,7 +398,7 @@ func (s *Session) lockWrite(cancel <-chan struct{}) error {
 		return nil
 	case <-s.die:
 		return s.Err()
-	case <-cancel:
+	case <-cancel.done():
 		return os.ErrDeadlineExceeded
 	}
 }
@@ -455,7 +449,7 @@ func (s *Session) queueCtrl(cmd wire.Cmd, sid uint32, data []byte) {
 
 func (s *Session) flushCtrl() {
 	defer s.wg.Done()
-	if err := s.lockWrite(nil); err != nil {
+	if err := s.lockWrite(canceller{}); err != nil {
 		return
 	}
 	defer s.unlockWrite()
@@ -469,7 +463,7 @@ func (s *Session) flushCtrl() {
 }
 
 // writeFrame sends one frame (after any queued control frames) as one write.
-func (s *Session) writeFrame(cmd wire.Cmd, sid uint32, data []byte, cancel <-chan struct{}) error {
+func (s *Session) writeFrame(cmd wire.Cmd, sid uint32, data []byte, cancel canceller) error {
 	if err := s.lockWrite(cancel); err != nil {
 		return err
 	}
@@ -524,7 +518,7 @@ func (s *Session) sendLocked(b []byte) error {
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("write stalled for %v, the peer stopped reading: %w", s.writeTimeout, err)
+			err = fmt.Errorf("write stalled for %v, the peer stopped reading: %w", s.cfg.WriteTimeout, err)
 		}
 		s.fail(fmt.Errorf("write: %w", err))
 		return s.Err()
@@ -539,13 +533,14 @@ const maxRecord = 16384
 // extending it only when less than three quarters of it is left, to spare
 // timer work on the hot path. The write token must be held.
 func (s *Session) refreshWriteDeadline() {
-	if s.writeTimeout <= 0 {
+	if s.cfg.WriteTimeout <= 0 {
 		return
 	}
 	now := time.Now()
-	if s.wdeadline.Sub(now) < s.writeTimeout*3/4 {
-		s.wdeadline = now.Add(s.writeTimeout)
-		s.conn.SetWriteDeadline(s.wdeadline)
+	if time.Duration(s.wdeadline-now.UnixNano()) < s.cfg.WriteTimeout*3/4 {
+		dl := now.Add(s.cfg.WriteTimeout)
+		s.wdeadline = dl.UnixNano()
+		s.conn.SetWriteDeadline(dl)
 	}
 }
 
@@ -595,7 +590,7 @@ func (s *Session) shape(b []byte, n int) error {
 
 // writeData sends p as PSH frames for sid, releasing the write token between
 // frames so that other streams are not starved by a large write.
-func (s *Session) writeData(st *Stream, p []byte, cancel <-chan struct{}) (int, error) {
+func (s *Session) writeData(st *Stream, p []byte, cancel canceller) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), writeChunk)
@@ -639,7 +634,7 @@ func (s *Session) writeData(st *Stream, p []byte, cancel <-chan struct{}) (int, 
 // frame for st, writing the header into b[:wire.HeaderLen] so that the data
 // is not copied. While control frames wait or the client is shaping, it
 // falls back to the copying path.
-func (s *Session) writeFramed(st *Stream, b []byte, cancel <-chan struct{}) (int, error) {
+func (s *Session) writeFramed(st *Stream, b []byte, cancel canceller) (int, error) {
 	p := b[wire.HeaderLen:]
 	if err := s.lockWrite(cancel); err != nil {
 		return 0, err
@@ -686,18 +681,19 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 	st := newStream(s, s.nextID)
 	st.onClose = onClose
 	s.streams[st.id] = st
+	added := s.added
 	s.mu.Unlock()
-	signal(s.added) // a read loop holding for a lone stream must reconsider
+	signal(added) // a read loop holding for a lone stream must reconsider
 
 	// A v2 session that has been quiet for long is probed in the same write
 	// as the SYN: if the path froze meanwhile, we learn it within
 	// ProbeTimeout instead of at the next quiet check.
 	now := time.Now().UnixNano()
 	quiet := time.Duration(now - s.lastRecv.Load())
-	probe := s.quietTimeout > 0 && quiet >= s.quietTimeout && s.PeerVersion() >= 2 &&
+	probe := s.cfg.QuietTimeout > 0 && quiet >= s.cfg.QuietTimeout && s.PeerVersion() >= 2 &&
 		s.probeAt.CompareAndSwap(0, now)
 
-	err := s.lockWrite(ctx.Done())
+	err := s.lockWrite(canceller{ch: ctx.Done()})
 	if err == nil {
 		buf := s.takeCtrl(s.wbuf[:0])
 		if probe {
@@ -718,9 +714,9 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 	}
 	switch {
 	case probe:
-		s.armLiveness(s.probeTimeout)
-	case s.quietTimeout > 0:
-		s.armLiveness(max(s.quietTimeout-quiet, time.Millisecond))
+		s.armLiveness(s.cfg.ProbeTimeout)
+	case s.cfg.QuietTimeout > 0:
+		s.armLiveness(max(s.cfg.QuietTimeout-quiet, time.Millisecond))
 	}
 	if s.dataSeen.Load() && !s.serverSettings.Load() {
 		st.synackOK() // a v1 server: no SYNACK will come
@@ -734,10 +730,10 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 // round-trip time.
 func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 	s.mu.Lock()
-	ch := s.pongCh
+	ch := lazy(&s.pongCh, 0)
 	s.mu.Unlock()
 	start := time.Now()
-	if err := s.writeFrame(wire.CmdHeartRequest, 0, nil, ctx.Done()); err != nil {
+	if err := s.writeFrame(wire.CmdHeartRequest, 0, nil, canceller{ch: ctx.Done()}); err != nil {
 		return 0, err
 	}
 	select {
@@ -767,6 +763,7 @@ func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 func (s *Session) readLoop() {
 	err := s.readFrames()
 	if err == errIdle {
+		s.trimIdle()
 		if !s.cfg.Batch.Park(&s.park, s.readLoop) {
 			go s.waitThenRead()
 		}
@@ -782,6 +779,24 @@ func (s *Session) readLoop() {
 		s.wg.Wait()
 		s.onEnd(s.Err())
 	}
+}
+
+// trimIdle drops the small buffers the write side keeps between writes (the
+// write buffer, the shaping scratch, an empty control queue) when nobody is
+// writing: an idle session keeps none. The next write allocates them again,
+// once per idle spell.
+func (s *Session) trimIdle() {
+	select {
+	case s.wtoken <- struct{}{}:
+		s.wbuf, s.scratch, s.sizes = nil, nil, nil
+		<-s.wtoken
+	default: // a write in progress, or the session is closing
+	}
+	s.ctrlMu.Lock()
+	if len(s.ctrl) == 0 {
+		s.ctrl = nil
+	}
+	s.ctrlMu.Unlock()
 }
 
 // waitThenRead waits until the connection has something to read, then reads
@@ -941,8 +956,10 @@ func (s *Session) readFrames() error {
 		case wire.CmdHeartResponse:
 			if err = s.discard(n); err == nil {
 				s.mu.Lock()
-				close(s.pongCh)
-				s.pongCh = make(chan struct{})
+				if s.pongCh != nil {
+					close(s.pongCh)
+					s.pongCh = nil
+				}
 				s.mu.Unlock()
 			}
 		default: // Waste and unknown commands: skip the data by its length
@@ -1044,6 +1061,7 @@ func (s *Session) overflow(st *Stream) error {
 	for {
 		s.mu.Lock()
 		alone := len(s.streams) <= 1
+		added := lazy(&s.added, 1)
 		s.mu.Unlock()
 		if !alone {
 			s.log.Warn("stream receive buffer full with other streams on the session: resetting it",
@@ -1053,7 +1071,7 @@ func (s *Session) overflow(st *Stream) error {
 			}
 			return nil
 		}
-		held, done := st.held()
+		held, done, drained := st.heldWait()
 		if done || (held <= s.cfg.StreamBuffer && s.buffered.Load() <= int64(s.cfg.SessionBuffer)) {
 			return nil
 		}
@@ -1064,9 +1082,9 @@ func (s *Session) overflow(st *Stream) error {
 			ping = time.NewTicker(holdPingInterval)
 		}
 		select {
-		case <-st.drained:
+		case <-drained:
 		case <-st.done:
-		case <-s.added:
+		case <-added:
 		case <-ping.C:
 			// only to a peer that probes us: a peer that does not (sing-box,
 			// mihomo) gains nothing, and its answer could not be written
@@ -1106,7 +1124,7 @@ func (s *Session) onSYN(sid uint32) {
 	if len(s.streams) >= s.cfg.MaxStreams {
 		s.mu.Unlock()
 		s.refused++
-		if now := time.Now(); s.refusedLogAt.IsZero() || now.Sub(s.refusedLogAt) >= refusedLogEvery {
+		if now := time.Now().UnixNano(); s.refusedLogAt == 0 || time.Duration(now-s.refusedLogAt) >= refusedLogEvery {
 			s.log.Warn("refusing stream: limit reached", "stream", sid, "limit", s.cfg.MaxStreams,
 				"refused", s.refused)
 			s.refusedLogAt, s.refused = now, 0
@@ -1189,7 +1207,7 @@ func (s *Session) alert(text string) {
 	if len(text) > wire.MaxPayload {
 		text = text[:wire.MaxPayload]
 	}
-	if err := s.lockWrite(nil); err != nil {
+	if err := s.lockWrite(canceller{}); err != nil {
 		return
 	}
 	defer s.unlockWrite()

@@ -40,10 +40,10 @@ type Stream struct {
 	async    *delivery        // set by Deliver
 	draining bool             // a drain goroutine writes the queue to async.w
 
-	readable chan struct{} // signalled when data or an error arrives
-	drained  chan struct{} // signalled when the reader consumed data
+	readable chan struct{} // signalled when data or an error arrives; made by a waiting reader (lazy)
+	drained  chan struct{} // signalled when the reader consumed data; made by a holding read loop (lazy)
 	done     chan struct{} // closed when the stream has ended
-	synack   chan struct{} // closed when the server confirmed the stream
+	synack   chan struct{} // closed when the server confirmed the stream; made on demand (synackChan)
 
 	onClose     func()
 	closeOnce   sync.Once
@@ -52,16 +52,23 @@ type Stream struct {
 }
 
 func newStream(s *Session, id uint32) *Stream {
-	return &Stream{
-		id:       id,
-		sess:     s,
-		readable: make(chan struct{}, 1),
-		drained:  make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		synack:   make(chan struct{}),
-	}
+	return &Stream{id: id, sess: s, done: make(chan struct{})}
 }
 
+// lazy returns *ch, made first (with room for size signals) if it is nil:
+// a channel that nobody waits on is never made, and an idle stream or
+// session holds fewer. Whoever signals or closes one reads the field under
+// the same lock as the waiter that makes it, after changing the state the
+// waiter checks under that lock: either the waiter sees the new state, or
+// the signaller sees the channel.
+func lazy(ch *chan struct{}, size int) chan struct{} {
+	if *ch == nil {
+		*ch = make(chan struct{}, size)
+	}
+	return *ch
+}
+
+// signal wakes the waiter on ch, if any (a nil ch has none).
 func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
@@ -115,10 +122,11 @@ func (st *Stream) push(buf *buffer) (held, added int) {
 		if err != nil || m == len(buf.b) || st.ended {
 			ended := st.ended
 			end := st.asyncEndLocked()
+			readable := st.readable
 			st.mu.Unlock()
 			st.sess.alloc.put(buf)
 			if err != nil {
-				signal(st.readable)
+				signal(readable)
 			}
 			if failed != nil {
 				failed(err)
@@ -145,8 +153,9 @@ func (st *Stream) push(buf *buffer) (held, added int) {
 	st.n += added
 	held = st.n
 	st.startDrainLocked()
+	readable := st.readable
 	st.mu.Unlock()
-	signal(st.readable)
+	signal(readable)
 	return held, added
 }
 
@@ -155,6 +164,14 @@ func (st *Stream) held() (int, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.n, st.ended
+}
+
+// heldWait is held for a read loop that holds for the reader: also the
+// channel signalled when the reader consumes data.
+func (st *Stream) heldWait() (int, bool, chan struct{}) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.n, st.ended, lazy(&st.drained, 1)
 }
 
 // freeQueue drops all buffered data. st.mu must be held.
@@ -205,10 +222,11 @@ func (st *Stream) terminate(err error, unregister bool) bool {
 		}
 	}
 	end := st.asyncEndLocked()
+	readable, drained := st.readable, st.drained
 	st.mu.Unlock()
 	close(st.done)
-	signal(st.readable)
-	signal(st.drained)
+	signal(readable)
+	signal(drained)
 	if st.onClose != nil {
 		st.onClose()
 	}
@@ -228,7 +246,9 @@ func (st *Stream) confirmLocked() {
 		return
 	}
 	st.synacked = true
-	close(st.synack)
+	if st.synack != nil {
+		close(st.synack)
+	}
 	if st.synackTimer != nil {
 		st.synackTimer.Stop()
 		st.synackTimer = nil
@@ -267,17 +287,19 @@ func (st *Stream) Read(p []byte) (int, error) {
 				}
 			}
 			st.consumedLocked(n)
+			drained := st.drained
 			st.mu.Unlock()
-			signal(st.drained)
+			signal(drained)
 			return n, nil
 		}
 		err := st.rerr
+		readable := lazy(&st.readable, 1)
 		st.mu.Unlock()
 		if err != nil {
 			return 0, err
 		}
 		select {
-		case <-st.readable:
+		case <-readable:
 		case <-st.rdl.wait():
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -353,6 +375,7 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 		if st.n > 0 {
 			err = nil // the read loop is writing: its leftovers follow
 		}
+		readable := lazy(&st.readable, 1)
 		st.mu.Unlock()
 		if err == io.EOF {
 			return total, nil
@@ -361,7 +384,7 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 			return total, err
 		}
 		select {
-		case <-st.readable:
+		case <-readable:
 		case <-st.rdl.wait():
 			return total, os.ErrDeadlineExceeded
 		}
@@ -499,8 +522,9 @@ func (st *Stream) writeHeadLocked(w io.Writer) (int, error) {
 	st.popLocked()
 	st.consumedLocked(len(b.b) - off)
 	st.sinking = true
+	drained := st.drained
 	st.mu.Unlock()
-	signal(st.drained)
+	signal(drained)
 	n, err := w.Write(b.b[off:])
 	st.sess.alloc.put(b)
 	st.mu.Lock()
@@ -527,17 +551,14 @@ func (st *Stream) Write(p []byte) (int, error) {
 
 // writeStart returns the write deadline's channel, or the error that stops
 // a write before it starts.
-func (st *Stream) writeStart() (<-chan struct{}, error) {
+func (st *Stream) writeStart() (canceller, error) {
 	if err := st.writeErr(); err != nil {
-		return nil, err
+		return canceller{}, err
 	}
-	cancel := st.wdl.wait()
-	select {
-	case <-cancel:
-		return nil, os.ErrDeadlineExceeded
-	default:
+	if st.wdl.passed() {
+		return canceller{}, os.ErrDeadlineExceeded
 	}
-	return cancel, nil
+	return canceller{d: &st.wdl}, nil
 }
 
 // WriteFramed sends b[headroom:] like Write. With headroom of at least
@@ -601,30 +622,44 @@ func (st *Stream) SendSYNACK(dialErr error) error {
 		}
 		data = []byte(text)
 	}
-	return st.sess.writeFrame(wire.CmdSYNACK, st.id, data, st.wdl.wait())
+	return st.sess.writeFrame(wire.CmdSYNACK, st.id, data, canceller{d: &st.wdl})
 }
 
 // SYNACK returns a channel that is closed when the server confirmed the
 // stream: a v2 server's SYNACK, data arriving first, or, with a server that
 // never announced v2, the SYNACK deadline passing. It is never closed after
 // an error SYNACK; use Done to see the stream end.
-func (st *Stream) SYNACK() <-chan struct{} { return st.synack }
+func (st *Stream) SYNACK() <-chan struct{} { return st.synackChan() }
+
+// synackChan returns st.synack, made first if nobody asked before.
+func (st *Stream) synackChan() chan struct{} {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.synack == nil {
+		st.synack = make(chan struct{})
+		if st.synacked {
+			close(st.synack)
+		}
+	}
+	return st.synack
+}
 
 // WaitSYNACK waits until the server confirmed the stream (nil), the stream
 // ended (its error: a *RemoteError with the server's reason, ErrSYNACKTimeout,
 // or the session's end), or ctx is done.
 func (st *Stream) WaitSYNACK(ctx context.Context) error {
+	synack := st.synackChan()
 	select {
-	case <-st.synack:
+	case <-synack:
 		return nil
 	default:
 	}
 	select {
-	case <-st.synack:
+	case <-synack:
 		return nil
 	case <-st.done:
 		select {
-		case <-st.synack:
+		case <-synack:
 			return nil
 		default:
 		}
