@@ -289,7 +289,11 @@ func (c *Client) PaddingSchemeMD5() string { return c.scheme.Load().MD5() }
 func (c *Client) Sessions() (open, idle int) { return c.pool.Stats() }
 
 // Close closes all sessions and waits for the client's goroutines.
-func (c *Client) Close() error { return c.pool.Close() }
+func (c *Client) Close() error {
+	err := c.pool.Close()
+	c.poller.Wait() // the sessions woke their parked readers as they closed
+	return err
+}
 
 // dialSession connects, handshakes, authenticates and starts a session.
 func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session.Session, error) {

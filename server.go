@@ -340,6 +340,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.poller.Wait() // sessions and relays have ended, and woke what they parked
 	return nil
 }
 

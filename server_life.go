@@ -189,6 +189,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.closed {
 		s.mu.Unlock()
 		s.wg.Wait()
+		s.poller.Wait()
 		return nil
 	}
 	s.draining = true

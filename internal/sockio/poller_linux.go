@@ -15,6 +15,7 @@ import (
 type poller struct {
 	mu      sync.Mutex
 	ep      *epoll // nil while nothing is parked
+	ending  *epoll // the last one whose loop decided to end (see Wait)
 	next    uint64
 	entries map[uint64]parked
 }
@@ -28,7 +29,8 @@ type epoll struct {
 	fd   int
 	f    *os.File
 	rc   syscall.RawConn
-	kick int // an eventfd in the set (id 0): wakes the loop to look again
+	kick int           // an eventfd in the set (id 0): wakes the loop to look again
+	done chan struct{} // closed when the loop has ended
 }
 
 const (
@@ -64,7 +66,7 @@ func newEpoll() (*epoll, error) {
 		f.Close()
 		return nil, err
 	}
-	return &epoll{fd: fd, f: f, rc: rc, kick: int(kick)}, nil
+	return &epoll{fd: fd, f: f, rc: rc, kick: int(kick), done: make(chan struct{})}, nil
 }
 
 // poke wakes the loop, which then sees whether anything is left parked.
@@ -160,6 +162,28 @@ func (p *Poller) WakeAll() {
 	}
 }
 
+// Wait waits until the Poller's goroutine has ended: for an owner that has
+// closed everything it parked (each wakes its reader on close), so that
+// its Close leaves no goroutine behind. A reader parked on a socket closed
+// behind its owner's back keeps it up to the next sweep.
+func (p *Poller) Wait() {
+	if p == nil {
+		return
+	}
+	for {
+		p.mu.Lock()
+		ep, ending := p.ep, p.ending
+		p.mu.Unlock()
+		if ending != nil {
+			<-ending.done
+		}
+		if ep == nil {
+			return
+		}
+		<-ep.done
+	}
+}
+
 // Parked returns the number of parked readers.
 func (p *Poller) Parked() int {
 	if p == nil {
@@ -239,7 +263,7 @@ func (p *Poller) loop(ep *epoll) {
 		}
 		done := len(p.entries) == 0
 		if done {
-			p.ep = nil
+			p.ep, p.ending = nil, ep
 		}
 		p.mu.Unlock()
 		for _, fn := range fns {
@@ -247,6 +271,7 @@ func (p *Poller) loop(ep *epoll) {
 		}
 		if done {
 			ep.close()
+			close(ep.done)
 			return
 		}
 	}

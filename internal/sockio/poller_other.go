@@ -13,5 +13,8 @@ func (*Poller) Wake(uint64) {}
 // WakeAll does nothing on this system.
 func (*Poller) WakeAll() {}
 
+// Wait returns at once on this system.
+func (*Poller) Wait() {}
+
 // Parked returns 0 on this system.
 func (*Poller) Parked() int { return 0 }

@@ -225,3 +225,30 @@ func TestPollerManyReaders(t *testing.T) {
 		}
 	}
 }
+
+// TestPollerWait: Wait returns once the loop has ended, after the last
+// parked reader was woken, and at once on a Poller that never parked.
+func TestPollerWait(t *testing.T) {
+	(&Poller{}).Wait()
+	p := &Poller{Sweep: time.Hour}
+	a, _ := tcpPair(t)
+	id, ran := parkOn(t, p, a)
+	waited := make(chan struct{})
+	go func() {
+		p.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while a reader was parked")
+	case <-time.After(20 * time.Millisecond):
+	}
+	p.Wake(id)
+	waitRan(t, ran, "Wake")
+	select {
+	case <-waited:
+	case <-time.After(testTimeout):
+		t.Fatal("Wait did not return after the last reader was woken")
+	}
+	waitNoLoop(t) // the goroutine returns right after closing its done channel
+}
