@@ -498,8 +498,11 @@ func (s *Server) serveStream(st *session.Stream, out *outbound.Dialer, log *slog
 	// Close (or Shutdown's drain timeout) ends the relay by closing the
 	// destination: a stream the client ended with FIN still delivers what is
 	// queued, and a destination that reads nothing would hold it for ever.
-	// The relay's pump may be parked on conn: WakeAll resumes it now rather
-	// than at the poller's next sweep.
+	// A pump parked on conn is woken by the relay when the stream fails
+	// (Close ends the sessions too), but not after the client's FIN has
+	// already ended the stream: WakeAll resumes it now rather than at the
+	// poller's next sweep (the first call wakes them all; later ones find
+	// little left).
 	stop := context.AfterFunc(s.ctx, func() { conn.Close(); s.poller.WakeAll() })
 	opt := relay.Options{HalfCloseIdle: s.cfg.HalfCloseIdle, Poller: &s.poller}
 	relay.Start(finOnCloseWrite{st}, conn, opt, func(stats relay.Stats, err error) {

@@ -94,7 +94,7 @@ func newRelay(a, b net.Conn, opt Options) *relay {
 	if opt.HalfCloseIdle <= 0 {
 		opt.HalfCloseIdle = DefaultHalfCloseIdle
 	}
-	return &relay{a: a, b: b, idle: opt.HalfCloseIdle, poller: opt.Poller}
+	return &relay{a: a, b: b, idle: opt.HalfCloseIdle}
 }
 
 // Start relays like Relay but returns at once; done is called once, after
@@ -119,29 +119,24 @@ func Start(a, b net.Conn, opt Options, done func(Stats, error)) {
 			done(Stats{AToB: r.aToB.Load(), BToA: r.bToA.Load()}, r.firstErr())
 		}
 	}
+	if opt.Poller != nil { // before deliver: a stream may end (closeBoth) at once
+		r.parkA = &sockio.Parking{Poller: opt.Poller}
+		r.parkB = &sockio.Parking{Poller: opt.Poller}
+	}
 	// streams deliver first, as in Relay: a pump that ends at once (its
 	// source closed) must not close a stream before it delivers
 	bToA := r.deliver(b, a, &r.bToA, false, ended)
 	aToB := r.deliver(a, b, &r.aToB, true, ended)
 	if !bToA {
 		c := newCopier(a, b, &r.bToA)
-		c.park = r.parking(&r.parkB)
+		c.park = r.parkB
 		go r.pumpAsync(c, false, ended)
 	}
 	if !aToB {
 		c := newCopier(b, a, &r.aToB)
-		c.park = r.parking(&r.parkA)
+		c.park = r.parkA
 		go r.pumpAsync(c, true, ended)
 	}
-}
-
-// parking returns k set up for r's Poller, or nil without one.
-func (r *relay) parking(k **sockio.Parking) *sockio.Parking {
-	if r.poller == nil {
-		return nil
-	}
-	*k = &sockio.Parking{Poller: r.poller}
-	return *k
 }
 
 // pumpAsync is pump for Start: it copies until the source has nothing to
@@ -175,7 +170,6 @@ type relay struct {
 	a, b       net.Conn
 	idle       time.Duration
 	aToB, bToA atomic.Int64
-	poller     *sockio.Poller
 	// where Start's pumps park (reading a, reading b); set before they
 	// start, nil without a Poller
 	parkA, parkB *sockio.Parking

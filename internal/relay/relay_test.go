@@ -595,3 +595,31 @@ func goroutines() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// endingDeliverer is a source that delivers by itself (like an AnyTLS
+// stream) and whose delivery ends at once, on another goroutine: a session
+// that dies while Start is still setting up.
+type endingDeliverer struct{ net.Conn }
+
+func (d endingDeliverer) Deliver(w io.Writer, onWriteErr, onEnd func(error)) bool {
+	go onEnd(errors.New("test: session died"))
+	return true
+}
+
+// TestStartStreamEndsAtOnce: a stream that ends while Start sets up the
+// other direction's pump ends the relay (under -race: without a data race
+// on the relay's parking state).
+func TestStartStreamEndsAtOnce(t *testing.T) {
+	for range 20 {
+		x, _ := tcpPair(t)
+		b, _ := tcpPair(t)
+		done := make(chan struct{})
+		relay.Start(endingDeliverer{x}, b, relay.Options{Poller: &sockio.Poller{Sweep: time.Hour}},
+			func(relay.Stats, error) { close(done) })
+		select {
+		case <-done:
+		case <-time.After(waitLimit):
+			t.Fatal("the relay did not end")
+		}
+	}
+}

@@ -53,11 +53,23 @@ func (k *Parking) Park(r *Reader, fn func()) bool {
 	if id == 0 {
 		return false
 	}
-	k.id.Store(id)
+	k.keep(id)
 	if k.closed.Load() { // Close ran meanwhile and may have missed id
 		k.Poller.Wake(id)
 	}
 	return true
+}
+
+// keep records id as the parked one unless a newer one is recorded: the
+// reader may have been woken, gone idle and parked again (with a later,
+// larger id) before Park got to record this one.
+func (k *Parking) keep(id uint64) {
+	for {
+		old := k.id.Load()
+		if old >= id || k.id.CompareAndSwap(old, id) {
+			return
+		}
+	}
 }
 
 // Close wakes the parked reader, if any, and makes later Parks fail. Call

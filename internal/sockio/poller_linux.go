@@ -220,9 +220,10 @@ func (p *Poller) loop(ep *epoll) {
 	if sweep <= 0 {
 		sweep = SweepEvery
 	}
+	next := time.Now().Add(sweep) // the next sweep, however busy the set
 	for {
 		n := 0
-		ep.f.SetReadDeadline(time.Now().Add(sweep))
+		ep.f.SetReadDeadline(next)
 		err := ep.rc.Read(func(fd uintptr) bool {
 			for {
 				m, e := syscall.EpollWait(int(fd), evs[:], 0)
@@ -248,17 +249,19 @@ func (p *Poller) loop(ep *epoll) {
 					fns = append(fns, e.fn)
 				}
 			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case !errors.Is(err, os.ErrDeadlineExceeded): // cannot happen: only this goroutine closes ep
+			for id := range p.entries {
+				e, _ := p.take(id)
+				fns = append(fns, e.fn)
+			}
+		}
+		if now := time.Now(); !now.Before(next) {
+			next = now.Add(sweep)
 			for id, e := range p.entries {
 				if e.rc.Control(func(uintptr) {}) != nil {
 					delete(p.entries, id) // closed: no longer in the set
 					fns = append(fns, e.fn)
 				}
-			}
-		default: // cannot happen: only this goroutine closes ep
-			for id := range p.entries {
-				e, _ := p.take(id)
-				fns = append(fns, e.fn)
 			}
 		}
 		done := len(p.entries) == 0

@@ -252,3 +252,18 @@ func TestPollerWait(t *testing.T) {
 	}
 	waitNoLoop(t) // the goroutine returns right after closing its done channel
 }
+
+// TestParkingKeepsNewestID: an id recorded late (its reader already woken
+// and parked again) does not replace the newer one, which Close must wake.
+func TestParkingKeepsNewestID(t *testing.T) {
+	var k Parking
+	k.keep(7)
+	k.keep(5)
+	if got := k.id.Load(); got != 7 {
+		t.Fatalf("id = %d, want 7", got)
+	}
+	k.keep(9)
+	if got := k.id.Load(); got != 9 {
+		t.Fatalf("id = %d, want 9", got)
+	}
+}

@@ -78,15 +78,17 @@ func readStats() childStats {
 		}
 		return int64(s[i].Value.Uint64())
 	}
-	classes := map[string]int64{}
+	var cs []metrics.Sample
 	for _, d := range metrics.All() {
-		name, ok := strings.CutPrefix(d.Name, "/memory/classes/")
-		if !ok || d.Kind != metrics.KindUint64 {
-			continue
+		if strings.HasPrefix(d.Name, "/memory/classes/") && d.Kind == metrics.KindUint64 {
+			cs = append(cs, metrics.Sample{Name: d.Name})
 		}
-		m := []metrics.Sample{{Name: d.Name}}
-		metrics.Read(m)
-		classes[strings.TrimSuffix(name, ":bytes")] = int64(m[0].Value.Uint64())
+	}
+	metrics.Read(cs)
+	classes := map[string]int64{}
+	for _, c := range cs {
+		name := strings.TrimSuffix(strings.TrimPrefix(c.Name, "/memory/classes/"), ":bytes")
+		classes[name] = int64(c.Value.Uint64())
 	}
 	return childStats{
 		Classes:    classes,
