@@ -40,6 +40,20 @@ func (e *timeoutError) Temporary() bool { return true }
 
 // dur turns a configured duration into an effective one: zero means def,
 // negative means off (0).
+// epoch is the reference point of mono; set once, when the package is
+// initialised, and only read after that.
+var epoch = time.Now()
+
+// mono returns a time on the monotonic clock, in nanoseconds since epoch
+// (made odd, so that it is never 0, which fields use for "none"). The
+// session keeps its times this way, in 8 bytes instead of a time.Time's
+// 24, and a step of the wall clock (NTP, a migrated VM) moves none of them.
+func mono() int64 { return monoAt(time.Now()) }
+
+// monoAt is mono for t, which must carry a monotonic reading (as the
+// results of time.Now and of Add on them do).
+func monoAt(t time.Time) int64 { return int64(t.Sub(epoch)) | 1 }
+
 func dur(v, def time.Duration) time.Duration {
 	switch {
 	case v == 0:
@@ -53,7 +67,7 @@ func dur(v, def time.Duration) time.Duration {
 // noteRecv records that a frame arrived. Called by the read loop per frame.
 // Any frame answers an outstanding probe: the path works.
 func (s *Session) noteRecv() {
-	s.lastRecv.Store(time.Now().UnixNano())
+	s.lastRecv.Store(mono())
 	if s.probeAt.Load() != 0 {
 		s.suspicious.Store(false)
 		s.probeAt.Store(0)
@@ -75,7 +89,7 @@ func (s *Session) suspect(serious bool) {
 	if serious {
 		s.suspicious.Store(true)
 	}
-	now := time.Now().UnixNano()
+	now := mono()
 	if !s.probeAt.CompareAndSwap(0, now) {
 		return
 	}
@@ -101,10 +115,10 @@ func (s *Session) schedule(d time.Duration, force bool) {
 	if s.IsClosed() {
 		return
 	}
-	if !force && s.liveTimer != nil && s.liveAt > now.UnixNano() && at.UnixNano() >= s.liveAt {
+	if !force && s.liveTimer != nil && s.liveAt > monoAt(now) && monoAt(at) >= s.liveAt {
 		return
 	}
-	s.liveAt = at.UnixNano()
+	s.liveAt = monoAt(at)
 	if s.liveTimer == nil {
 		s.liveTimer = time.AfterFunc(d, s.checkLiveness)
 		return
@@ -119,7 +133,7 @@ func (s *Session) streamGone() {
 	if !s.client || s.cfg.IdleHeartbeat <= 0 || s.NumStreams() > 0 {
 		return
 	}
-	quiet := time.Duration(time.Now().UnixNano() - s.lastRecv.Load())
+	quiet := time.Duration(mono() - s.lastRecv.Load())
 	s.armLiveness(max(s.cfg.IdleHeartbeat-quiet, time.Millisecond))
 }
 
@@ -140,7 +154,7 @@ func (s *Session) checkLiveness() {
 	if s.IsClosed() {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := mono()
 	last := s.lastRecv.Load()
 	if !s.client {
 		if s.cfg.IdleTimeout <= 0 {

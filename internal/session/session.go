@@ -168,8 +168,8 @@ type Session struct {
 	peerVersion atomic.Int32
 
 	// liveness (liveness.go)
-	lastRecv       atomic.Int64 // unix nanoseconds of the last frame read
-	probeAt        atomic.Int64 // when the outstanding probe was sent, or 0
+	lastRecv       atomic.Int64 // when the last frame was read (mono)
+	probeAt        atomic.Int64 // when the outstanding probe was sent (mono), or 0
 	holding        atomic.Bool  // the read loop waits for a slow lone stream
 	suspicious     atomic.Bool  // the outstanding probe has a serious reason
 	peerProbes     atomic.Bool  // the peer has sent a HeartRequest
@@ -177,8 +177,8 @@ type Session struct {
 	dataSeen       atomic.Bool  // stream data arrived (client): a v2 server would have sent ServerSettings first
 	liveMu         sync.Mutex
 	liveTimer      *time.Timer
-	liveAt         int64 // when liveTimer fires, unix nanoseconds; guarded by liveMu
-	wdeadline      int64 // last write deadline set, unix nanoseconds; guarded by wtoken
+	liveAt         int64 // when liveTimer fires (mono); guarded by liveMu
+	wdeadline      int64 // last write deadline set (mono); guarded by wtoken
 
 	die       chan struct{}
 	dieOnce   sync.Once
@@ -189,7 +189,7 @@ type Session struct {
 
 	// read loop only
 	refused      int   // streams refused since the last warning
-	refusedLogAt int64 // when that warning was logged, unix nanoseconds
+	refusedLogAt int64 // when that warning was logged (mono), or 0
 	frames       int   // frames read so far
 	settingsSeen bool  // the client's Settings arrived (server)
 	hdr          wire.Header
@@ -212,7 +212,7 @@ func newSession(conn net.Conn, cfg Config) *Session {
 	}
 	s.park.Poller = cfg.Poller
 	s.peerVersion.Store(1)
-	s.lastRecv.Store(time.Now().UnixNano())
+	s.lastRecv.Store(mono())
 	// the timeouts below are used as they are from here on: 0 is off
 	c := &s.cfg
 	c.SYNACKTimeout = dur(c.SYNACKTimeout, DefaultSYNACKTimeout)
@@ -537,9 +537,9 @@ func (s *Session) refreshWriteDeadline() {
 		return
 	}
 	now := time.Now()
-	if time.Duration(s.wdeadline-now.UnixNano()) < s.cfg.WriteTimeout*3/4 {
-		dl := now.Add(s.cfg.WriteTimeout)
-		s.wdeadline = dl.UnixNano()
+	if time.Duration(s.wdeadline-monoAt(now)) < s.cfg.WriteTimeout/4*3 {
+		dl := now.Add(s.cfg.WriteTimeout) // saturates, and so does monoAt
+		s.wdeadline = monoAt(dl)
 		s.conn.SetWriteDeadline(dl)
 	}
 }
@@ -688,7 +688,7 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 	// A v2 session that has been quiet for long is probed in the same write
 	// as the SYN: if the path froze meanwhile, we learn it within
 	// ProbeTimeout instead of at the next quiet check.
-	now := time.Now().UnixNano()
+	now := mono()
 	quiet := time.Duration(now - s.lastRecv.Load())
 	probe := s.cfg.QuietTimeout > 0 && quiet >= s.cfg.QuietTimeout && s.PeerVersion() >= 2 &&
 		s.probeAt.CompareAndSwap(0, now)
@@ -789,7 +789,13 @@ func (s *Session) trimIdle() {
 	select {
 	case s.wtoken <- struct{}{}:
 		s.wbuf, s.scratch, s.sizes = nil, nil, nil
-		<-s.wtoken
+		// A session that died meanwhile keeps the token, as closeConn
+		// would have: fail closes die under mu before closeConn runs.
+		s.mu.Lock()
+		if !s.IsClosed() {
+			<-s.wtoken
+		}
+		s.mu.Unlock()
 	default: // a write in progress, or the session is closing
 	}
 	s.ctrlMu.Lock()
@@ -1061,7 +1067,10 @@ func (s *Session) overflow(st *Stream) error {
 	for {
 		s.mu.Lock()
 		alone := len(s.streams) <= 1
-		added := lazy(&s.added, 1)
+		var added chan struct{} // only a client's OpenStream adds streams
+		if s.client {
+			added = lazy(&s.added, 1)
+		}
 		s.mu.Unlock()
 		if !alone {
 			s.log.Warn("stream receive buffer full with other streams on the session: resetting it",
@@ -1124,7 +1133,7 @@ func (s *Session) onSYN(sid uint32) {
 	if len(s.streams) >= s.cfg.MaxStreams {
 		s.mu.Unlock()
 		s.refused++
-		if now := time.Now().UnixNano(); s.refusedLogAt == 0 || time.Duration(now-s.refusedLogAt) >= refusedLogEvery {
+		if now := mono(); s.refusedLogAt == 0 || time.Duration(now-s.refusedLogAt) >= refusedLogEvery {
 			s.log.Warn("refusing stream: limit reached", "stream", sid, "limit", s.cfg.MaxStreams,
 				"refused", s.refused)
 			s.refusedLogAt, s.refused = now, 0

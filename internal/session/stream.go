@@ -293,11 +293,12 @@ func (st *Stream) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		err := st.rerr
-		readable := lazy(&st.readable, 1)
-		st.mu.Unlock()
 		if err != nil {
+			st.mu.Unlock()
 			return 0, err
 		}
+		readable := lazy(&st.readable, 1)
+		st.mu.Unlock()
 		select {
 		case <-readable:
 		case <-st.rdl.wait():
@@ -375,14 +376,15 @@ func (st *Stream) WriteTo(w io.Writer) (total int64, err error) {
 		if st.n > 0 {
 			err = nil // the read loop is writing: its leftovers follow
 		}
-		readable := lazy(&st.readable, 1)
-		st.mu.Unlock()
-		if err == io.EOF {
-			return total, nil
-		}
 		if err != nil {
+			st.mu.Unlock()
+			if err == io.EOF {
+				return total, nil
+			}
 			return total, err
 		}
+		readable := lazy(&st.readable, 1)
+		st.mu.Unlock()
 		select {
 		case <-readable:
 		case <-st.rdl.wait():
@@ -549,8 +551,8 @@ func (st *Stream) Write(p []byte) (int, error) {
 	return st.sess.writeData(st, p, cancel)
 }
 
-// writeStart returns the write deadline's channel, or the error that stops
-// a write before it starts.
+// writeStart returns what a write gives up on when it has to wait (the
+// stream's write deadline), or the error that stops it before it starts.
 func (st *Stream) writeStart() (canceller, error) {
 	if err := st.writeErr(); err != nil {
 		return canceller{}, err
@@ -637,7 +639,7 @@ func (st *Stream) synackChan() chan struct{} {
 	defer st.mu.Unlock()
 	if st.synack == nil {
 		st.synack = make(chan struct{})
-		if st.synacked {
+		if st.synacked && st.sess.client { // a server's SendSYNACK sets synacked too
 			close(st.synack)
 		}
 	}
