@@ -1,7 +1,9 @@
-// Package sockio holds two socket operations the standard library does not
+// Package sockio holds socket operations the standard library does not
 // offer on a net.Conn: waiting for input without a buffer, and a write that
-// never blocks. Both go through the runtime's poller (syscall.RawConn), so
-// they honour Close and deadlines like the conn's own Read and Write.
+// never blocks, both through the runtime's poller (syscall.RawConn), so that
+// they honour Close and deadlines like the conn's own Read and Write; a
+// Batcher that sends the records of one TLS write in one system call; and a
+// Poller where idle readers wait without a goroutine (Linux).
 package sockio
 
 import (
