@@ -217,7 +217,8 @@ process, without SOCKS5. Children are restarted every round.
   by the number of streams. Both AnyTLS clients give every concurrent stream
   its own session, so this includes a TLS connection per stream; in the
   client processes it also includes the front end's relay, the same code for
-  all three. It waits on a TCP connection without a buffer, and an AnyTLS
+  all three. It waits on a TCP connection without a buffer (parked in a
+  Poller of its own, without a goroutine, once idle), and an AnyTLS
   stream of ours delivers to the socket by itself; the connections of
   sing-anytls's and of the TLS relay's clients are read by a goroutine that
   waits with a 64 KiB buffer, most of it never touched (so counted in heap,
