@@ -235,7 +235,7 @@ func TestCloseWithStuckDestination(t *testing.T) {
 	checkLeaks(t)
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		return c.Control(func(fd uintptr) {
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+			setRcvBuf(fd, 16<<10)
 		})
 	}}
 	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
