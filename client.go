@@ -53,9 +53,11 @@ type ClientConfig struct {
 	// system's roots).
 	InsecureSkipVerify bool
 	// TLSConfig, if set, is cloned and used as the base TLS configuration.
-	// Without a ClientSessionCache of its own, the client keeps one, so
-	// that its later sessions resume the TLS session of an earlier one;
-	// SessionTicketsDisabled turns resumption off.
+	// With a ClientSessionCache, sessions after the first resume the TLS
+	// session of an earlier one (no certificate sent, checked or signed for;
+	// the key exchange stays fresh; the pin is still checked): about 5% less
+	// time per new session, but about 0.5 KiB more per idle session on
+	// each side, so it is off by default.
 	TLSConfig *tls.Config
 
 	// ClientName is announced as "client=" in Settings. Empty means
@@ -231,13 +233,6 @@ func (c *Client) tlsConfig() *tls.Config {
 		t.VerifyConnection = tlsutil.VerifyPin(c.cfg.PinSHA256)
 	case c.cfg.InsecureSkipVerify:
 		t.InsecureSkipVerify = true
-	}
-	// Sessions after the first resume the TLS session of an earlier one
-	// (its ticket): the server sends no certificate and signs nothing, and
-	// the client checks no signature; the key exchange is fresh every time.
-	// The cache belongs to this client only.
-	if t.ClientSessionCache == nil {
-		t.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	}
 	// Each shaped write must leave as one TLS record of the size the scheme
 	// asks for, not be cut by Go's slow-start record sizing.

@@ -9,10 +9,10 @@ import (
 	anytls "github.com/anytls-suite/anytls"
 )
 
-// TestSessionsResumeTLS: once a session has received the server's ticket,
-// the client's later sessions resume its TLS session (no certificate, no
-// signature) and still check the pin. Sessions are not reused here, so
-// every stream dials one.
+// TestSessionsResumeTLS: with a ClientSessionCache in TLSConfig, once a
+// session has received the server's ticket, the client's later sessions
+// resume its TLS session (no certificate, no signature) and still check the
+// pin. Sessions are not reused here, so every stream dials one.
 func TestSessionsResumeTLS(t *testing.T) {
 	checkLeaks(t)
 	echo := startEcho(t)
@@ -27,7 +27,10 @@ func TestSessionsResumeTLS(t *testing.T) {
 			return nil
 		}
 	})
-	c := newClient(t, addr, pin, func(cfg *anytls.ClientConfig) { cfg.DisableReuse = true })
+	c := newClient(t, addr, pin, func(cfg *anytls.ClientConfig) {
+		cfg.DisableReuse = true
+		cfg.TLSConfig = &tls.Config{ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	})
 	ctx := testContext(t, 30*time.Second)
 	for i := range 3 {
 		conn, err := c.DialContext(ctx, "tcp", echo)
