@@ -76,8 +76,5 @@ func (c canceller) done() <-chan struct{} {
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.ch == nil {
-		d.ch = make(chan struct{})
-	}
-	return d.ch
+	return lazy(&d.ch, 0)
 }

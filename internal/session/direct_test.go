@@ -661,14 +661,7 @@ func TestIdleReaderParks(t *testing.T) {
 		}
 	}
 	waitFor(t, "the idle reader to park", parked)
-	closed := make(chan struct{})
-	go func() {
-		sess.Close()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(testTimeout):
+	if !returnsWithin(func() { sess.Close() }, testTimeout) {
 		t.Fatal("Close did not return while the reader was parked")
 	}
 	if p.Parked() != 0 {

@@ -264,14 +264,23 @@ func feedSession[T any](t *testing.T, pc net.Conn, in []byte, sess *Session, end
 
 func waitGroupBounded(t *testing.T, wg *sync.WaitGroup, what string) {
 	t.Helper()
+	if !returnsWithin(wg.Wait, fuzzBound) {
+		t.Fatalf("%s did not finish within %v of the session ending", what, fuzzBound)
+	}
+}
+
+// returnsWithin runs f on a goroutine of its own and reports whether it
+// returned within d (it is left running when not).
+func returnsWithin(f func(), d time.Duration) bool {
 	done := make(chan struct{})
 	go func() {
-		wg.Wait()
+		f()
 		close(done)
 	}()
 	select {
 	case <-done:
-	case <-time.After(fuzzBound):
-		t.Fatalf("%s did not finish within %v of the session ending", what, fuzzBound)
+		return true
+	case <-time.After(d):
+		return false
 	}
 }

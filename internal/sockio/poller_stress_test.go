@@ -94,13 +94,8 @@ func TestPollerStress(t *testing.T) {
 		x.a.Close()
 		x.k.Close()
 	}
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-goDone(wg.Wait):
 	case <-time.After(testTimeout):
 		t.Fatalf("parked readers were never resumed (Parked = %d)", p.Parked())
 	}

@@ -44,6 +44,17 @@ func notRan(t *testing.T, ran chan struct{}, what string) {
 	}
 }
 
+// goDone runs f on a goroutine of its own and returns a channel closed when
+// it has returned.
+func goDone(f func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		f()
+		close(done)
+	}()
+	return done
+}
+
 // pollerGoroutines counts the goroutines in Poller.loop.
 func pollerGoroutines() int {
 	buf := make([]byte, 1<<20)
@@ -233,11 +244,7 @@ func TestPollerWait(t *testing.T) {
 	p := &Poller{Sweep: time.Hour}
 	a, _ := tcpPair(t)
 	id, ran := parkOn(t, p, a)
-	waited := make(chan struct{})
-	go func() {
-		p.Wait()
-		close(waited)
-	}()
+	waited := goDone(p.Wait)
 	select {
 	case <-waited:
 		t.Fatal("Wait returned while a reader was parked")
