@@ -669,6 +669,32 @@ func TestIdleReaderParks(t *testing.T) {
 	}
 }
 
+// TestParkedSessionSeesReset: a reset from the peer while the read loop is
+// parked (the Poller's sweep off) ends the session at once, with an error.
+func TestParkedSessionSeesReset(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("a Poller parks only on Linux")
+	}
+	leakCheck(t)
+	cl, b, sv := batchedTLS(t, nil)
+	p := &sockio.Poller{Sweep: time.Hour}
+	sess := NewClient(cl, Config{Scheme: mustScheme(t, noShaping), ProbeTimeout: -1, Batch: b, Poller: p})
+	defer sess.Close()
+	waitFor(t, "the idle reader to park", func() bool { return p.Parked() == 1 })
+	raw := sv.NetConn().(*net.TCPConn)
+	raw.SetLinger(0)
+	raw.Close()
+	select {
+	case <-sess.Done():
+	case <-time.After(testTimeout):
+		t.Fatal("a parked session did not see the peer's reset")
+	}
+	// a server that never answered is reported as such, with the reset
+	if err := sess.Err(); err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("session error = %v, want one naming the reset", err)
+	}
+}
+
 // allStacks returns the stacks of all goroutines.
 func allStacks() string {
 	buf := make([]byte, 1<<20)

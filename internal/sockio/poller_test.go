@@ -3,9 +3,11 @@
 package sockio
 
 import (
+	"errors"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -272,5 +274,20 @@ func TestParkingKeepsNewestID(t *testing.T) {
 	k.keep(9)
 	if got := k.id.Load(); got != 9 {
 		t.Fatalf("id = %d, want 9", got)
+	}
+}
+
+// TestPollerResumesOnReset: a reset from the peer while parked resumes the
+// reader, and its read reports the reset.
+func TestPollerResumesOnReset(t *testing.T) {
+	p := &Poller{Sweep: time.Hour}
+	a, b := tcpPair(t)
+	_, ran := parkOn(t, p, a)
+	b.SetLinger(0) // close with a reset
+	b.Close()
+	waitRan(t, ran, "peer's reset")
+	a.SetReadDeadline(time.Now().Add(testTimeout))
+	if _, err := a.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after the wake = %v, want a reset", err)
 	}
 }
