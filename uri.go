@@ -3,6 +3,7 @@ package anytls
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ func ParseURI(s string) (ClientConfig, error) {
 	if host == "" {
 		return cfg, fmt.Errorf("anytls: URI %q has no host", s)
 	}
+	if !validHost(host) {
+		return cfg, fmt.Errorf("anytls: URI host %q is not a host name or IP address", host)
+	}
 	port := u.Port()
 	if port == "" {
 		port = "443"
@@ -69,6 +73,28 @@ func ParseURI(s string) (ClientConfig, error) {
 		cfg.PinSHA256 = b
 	}
 	return cfg, nil
+}
+
+// validHost accepts an IP address (an IPv6 one with or without a zone) or
+// a name of letters, digits, '-', '.' and '_' (bytes above ASCII are left
+// for the resolver to judge).
+func validHost(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if len(host) > 253 {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		switch {
+		case c >= 0x80, c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '-', c == '.', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // FormatURI writes an anytls:// URI for a server. sni and pin may be empty.
