@@ -581,3 +581,39 @@ func FuzzReadAddr(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAddr: what ParseAddr accepts has a host, no zone and no
+// IPv4-mapped IPv6; its String form parses back the same; and it encodes
+// and decodes back the same when it fits the wire.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"1.2.3.4:80", "[::1]:443", "example.com:0", "[::ffff:1.2.3.4]:1",
+		"[fe80::1%eth0]:1", ":80", "a:b", "[a:b]:65535", "host:65536", "x:-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseAddr(s)
+		if err != nil {
+			return
+		}
+		if !a.Valid() || (a.IsName() && a.IP.IsValid()) || a.IP.Zone() != "" || a.IP.Is4In6() {
+			t.Fatalf("ParseAddr(%q) = %+v", s, a)
+		}
+		back, err := ParseAddr(a.String())
+		if err != nil || back != a {
+			t.Fatalf("ParseAddr(%q) = %+v; its String %q parses as %+v, %v", s, a, a.String(), back, err)
+		}
+		for _, enc := range []AddrEncoding{SOCKS, UoT} {
+			b, err := AppendAddr(nil, a, enc)
+			if err != nil {
+				if a.IsName() && len(a.Name) > 255 {
+					continue
+				}
+				t.Fatalf("AppendAddr(%+v): %v", a, err)
+			}
+			got, n, err := DecodeAddr(b, enc)
+			if err != nil || n != len(b) || got != a {
+				t.Fatalf("%+v encodes as %x, which decodes as %+v, %d, %v", a, b, got, n, err)
+			}
+		}
+	})
+}
