@@ -121,8 +121,8 @@ func (c *ClientConfig) Validate() error {
 	var errs []error
 	if c.Server == "" {
 		errs = append(errs, errors.New("server address is empty"))
-	} else if _, _, err := net.SplitHostPort(c.Server); err != nil {
-		errs = append(errs, fmt.Errorf("server address %q: %v", c.Server, err))
+	} else if err := checkHostPort(c.Server); err != nil {
+		errs = append(errs, fmt.Errorf("server address %w", err))
 	}
 	if c.Password == "" {
 		errs = append(errs, errors.New("password is empty"))
@@ -150,6 +150,19 @@ func (c *ClientConfig) Validate() error {
 		errs = append(errs, errors.New("buffer sizes must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// checkHostPort checks a "host:port" address that will be dialed: the port
+// is a number from 1 to 65535 or a service name known to this system.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %v", addr, err)
+	}
+	if n, err := net.LookupPort("tcp", port); err != nil || n == 0 {
+		return fmt.Errorf("%q: port %q is not a port number (1-65535) or service name", addr, port)
+	}
+	return nil
 }
 
 // Client opens proxied connections through an AnyTLS server. It is safe for

@@ -133,8 +133,8 @@ func (c *ServerConfig) Validate() error {
 		}
 	}
 	if c.Fallback != "" {
-		if _, _, err := net.SplitHostPort(c.Fallback); err != nil {
-			errs = append(errs, fmt.Errorf("fallback %q: %v", c.Fallback, err))
+		if err := checkHostPort(c.Fallback); err != nil {
+			errs = append(errs, fmt.Errorf("fallback %w", err))
 		}
 	}
 	for _, d := range []struct {

@@ -45,6 +45,18 @@ type options struct {
 
 func parseFlags(args []string) (options, error) {
 	var o options
+	fs := flagSet(&o)
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return o, nil
+}
+
+// flagSet defines the command's flags, stored into o.
+func flagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.StringVar(&o.listen, "l", "127.0.0.1:1080", "local SOCKS5/HTTP proxy listen address")
 	fs.StringVar(&o.server, "s", "127.0.0.1:8443", "server: host:port or an anytls:// URI")
@@ -66,13 +78,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.idleHeartbeat, "idle-heartbeat", anytls.DefaultIdleHeartbeat, "probe idle pooled sessions this often (negative: never)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	return o, nil
+	return fs
 }
 
 func main() {
@@ -87,7 +93,7 @@ func main() {
 // whether certificate verification is off.
 func clientConfig(o options) (anytls.ClientConfig, bool, error) {
 	var cfg anytls.ClientConfig
-	if strings.HasPrefix(o.server, "anytls://") {
+	if len(o.server) >= len("anytls://") && strings.EqualFold(o.server[:len("anytls://")], "anytls://") {
 		var err error
 		if cfg, err = anytls.ParseURI(o.server); err != nil {
 			return cfg, false, err
@@ -121,6 +127,9 @@ func clientConfig(o options) (anytls.ClientConfig, bool, error) {
 			return cfg, false, fmt.Errorf("CA file %s holds no PEM certificate", o.caFile)
 		}
 		cfg.RootCAs = pool
+		// asked for by name: it wins over a URI's insecure=1 (not over
+		// -insecure, nor over a pin, which is checked instead of it)
+		cfg.InsecureSkipVerify = false
 	}
 	if o.insecure {
 		cfg.InsecureSkipVerify = true
