@@ -75,21 +75,24 @@ func ParseURI(s string) (ClientConfig, error) {
 	return cfg, nil
 }
 
-// validHost accepts an IP address (an IPv6 one with or without a zone) or
-// a name of letters, digits, '-', '.' and '_' (bytes above ASCII are left
-// for the resolver to judge).
+// validHost accepts an IP address (an IPv6 one with or without a zone that
+// names an interface) or a name of letters, digits, '-', '.' and '_' (bytes
+// above ASCII are left for the resolver to judge).
 func validHost(host string) bool {
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return plainName(ip.Zone(), false)
 	}
-	if len(host) > 253 {
-		return false
-	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
+	return len(host) <= 253 && plainName(host, true)
+}
+
+// plainName reports whether s has only letters, digits, '-', '.' and '_'
+// (and bytes above ASCII if high is set).
+func plainName(s string, high bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
-		case c >= 0x80, c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
-			c == '-', c == '.', c == '_':
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
+		case c >= 0x80 && high:
 		default:
 			return false
 		}

@@ -33,6 +33,7 @@ func TestParseURI(t *testing.T) {
 		// IPv6 literals keep their brackets in Server only
 		{uri: "anytls://x@[::1]:8443/?sni=127.0.0.1", password: "x", server: "[::1]:8443", sni: "127.0.0.1"},
 		{uri: "anytls://x@[2001:db8::1]/", password: "x", server: "[2001:db8::1]:443"},
+		{uri: "anytls://x@[fe80::1%25eth0]:2/", password: "x", server: "[fe80::1%eth0]:2"},
 		{uri: "anytls://x@h:5/?insecure=TRUE", password: "x", server: "h:5", insecure: true},
 		{uri: "anytls://x@h:6/?" + URIPinParam + "=" + pinHex, password: "x", server: "h:6", pin: pin},
 		{uri: "anytls://x@h:7/?fingerprint=" + strings.ToUpper(pinHex), password: "x", server: "h:7", pin: pin},
@@ -66,6 +67,7 @@ func TestParseURIErrors(t *testing.T) {
 		{"anytls://%zz@h:1/", "bad URI"},
 		{"::not a uri", "bad URI"},
 		{"anytls://]", "not a host name"},
+		{"anytls://::%25]:1", "not a host name"},
 		{"anytls://x@a!b:1/", "not a host name"},
 		{"anytls://x@[::1%5D:1/", "bad URI"},
 	}
