@@ -62,6 +62,14 @@ var (
 	ErrNoAnswer = session.ErrNoAnswer
 	// ErrProtocol: the peer broke the protocol.
 	ErrProtocol = session.ErrProtocol
+	// ErrSYNACKTimeout: a v2 server did not confirm the stream within
+	// ClientConfig.SYNACKTimeout. Only that stream fails; the error is a
+	// net.Error whose Timeout reports true.
+	ErrSYNACKTimeout = session.ErrSYNACKTimeout
+	// ErrHeartbeatTimeout: nothing arrived within
+	// ClientConfig.HeartbeatTimeout of a probe, so the session was closed
+	// (streams on it see ErrSessionClosed wrapping this cause).
+	ErrHeartbeatTimeout = session.ErrHeartbeatTimeout
 )
 
 // RemoteError is returned on a stream whose destination the server could not

@@ -80,7 +80,7 @@ func testFrozenSession(t *testing.T, dirs int) {
 	mb.freezeExisting(dirs)
 
 	took, err := readErrWithin(t, conn, 10*time.Second)
-	if !errors.Is(err, anytls.ErrSessionClosed) || !errors.Is(err, session.ErrHeartbeatTimeout) {
+	if !errors.Is(err, anytls.ErrSessionClosed) || !errors.Is(err, anytls.ErrHeartbeatTimeout) {
 		t.Fatalf("stream error = %v, want the session closed for an unanswered heartbeat", err)
 	}
 	t.Logf("in-flight stream failed %v after the freeze (quiet 1s + probe 0.5s)", took.Round(10*time.Millisecond))
@@ -193,7 +193,7 @@ func TestSlowButAliveSessionSurvives(t *testing.T) {
 	slow.Write([]byte("x"))
 	_, err = readErrWithin(t, slow, 10*time.Second)
 	slow.Close()
-	if !errors.Is(err, session.ErrSYNACKTimeout) {
+	if !errors.Is(err, anytls.ErrSYNACKTimeout) {
 		t.Fatalf("slow dial: %v, want ErrSYNACKTimeout", err)
 	}
 	conn, err = c.DialContext(ctx, "tcp", echo)

@@ -33,7 +33,10 @@ const (
 
 // User is one account of the server.
 type User struct {
-	Name     string
+	// Name identifies the user in logs; it is not sent on the wire.
+	Name string
+	// Password is what the user's clients hash into their preamble. Each
+	// user needs a password of its own.
 	Password string
 }
 
@@ -96,8 +99,8 @@ type ServerConfig struct {
 	// HalfCloseIdle bounds the silence of a relay after one side finished
 	// (default 2m).
 	HalfCloseIdle time.Duration
-	// SessionIdleTimeout closes a session that has no streams and sent
-	// nothing for this long (default 5m; negative: never).
+	// SessionIdleTimeout closes a session that has no streams and from
+	// which nothing was received for this long (default 5m; negative: never).
 	SessionIdleTimeout time.Duration
 	// WriteTimeout closes a session whose single write to the client stalls
 	// this long because the client stopped reading (default 2m; negative:

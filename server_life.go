@@ -14,8 +14,9 @@ import (
 // Server limits and shutdown defaults.
 const (
 	// DefaultMaxSessions bounds the authenticated sessions a server carries
-	// at once. An idle session costs about 30 KiB (a goroutine, TLS and
-	// frame buffers); one that moved data may keep up to ~300 KiB of
+	// at once. An idle session costs about 15 KiB (its TLS connection and
+	// session state; on Linux no goroutine, see sockio.Poller); one that
+	// moved data may keep up to ~300 KiB of
 	// buffers; the receive buffers of busy streams come on top (bounded by
 	// SessionBuffer).
 	DefaultMaxSessions = 4096
@@ -179,8 +180,8 @@ func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
 // Shutdown stops the server gracefully: it closes the listeners (Serve
 // returns ErrServerClosed) and every connection that is not an
 // authenticated session (handshakes, fallback relays), closes sessions
-// without streams at once, refuses new streams (an error SYNACK, "server
-// shutting down"), and closes each remaining session when its last stream
+// without streams at once, refuses new streams (an error SYNACK with the text of
+// ErrServerClosed), and closes each remaining session when its last stream
 // ends. It returns nil once every session has ended, or, when ctx ends
 // first, closes everything as Close does and returns ctx's error. Either
 // way no goroutine of the server is left when it returns.

@@ -148,7 +148,7 @@ func (fc *fileConfig) apply(o *options, explicit map[string]bool) {
 	str("padding-scheme", &o.schemeFile, fc.PaddingScheme)
 	str("log-level", &o.logLevel, fc.LogLevel)
 	dur := func(flag string, dst *time.Duration, v *duration) {
-		if !explicit[flag] && v != nil {
+		if !explicit[flag] && v != nil && *v != 0 { // zero: the default
 			*dst = time.Duration(*v)
 		}
 	}

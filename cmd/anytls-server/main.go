@@ -68,7 +68,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.maxSessions, "max-sessions", anytls.DefaultMaxSessions, "authenticated sessions at once")
 	fs.TextVar(&o.localDestinations, "local-destinations", anytls.LocalAuto,
 		"may streams reach this host's loopback, link-local and own addresses: auto (refused unless listening on loopback), allow or deny")
-	fs.BoolVar(&o.denyPrivate, "deny-private", false, "refuse private destinations (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)")
+	fs.BoolVar(&o.denyPrivate, "deny-private", false, "refuse private destinations (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, fec0::/10)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -118,6 +118,13 @@ func run(o options, e env) error {
 		}
 		fc.apply(&o, o.explicit)
 		file = fc
+	}
+	// zero means the default, as in the file and the library
+	if o.authTimeout == 0 {
+		o.authTimeout = anytls.DefaultAuthTimeout
+	}
+	if o.drainTimeout == 0 {
+		o.drainTimeout = anytls.DefaultDrainTimeout
 	}
 	level, err := cli.ParseLevel(o.logLevel)
 	if err != nil {

@@ -31,6 +31,21 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
+// optionsFromFile loads the file at path and applies it to the default flags.
+func optionsFromFile(t *testing.T, path string) (*fileConfig, options) {
+	t.Helper()
+	fc, err := loadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.apply(&o, o.explicit)
+	return fc, o
+}
+
 // Every field of the file reaches the options or the server config; paths
 // are relative to the file.
 func TestConfigFileFields(t *testing.T) {
@@ -49,15 +64,7 @@ func TestConfigFileFields(t *testing.T) {
 		"max_sessions": 100, "max_streams_per_session": 64, "stream_buffer": 1048576, "session_buffer": 8388608,
 		"local_destinations": "deny", "deny_private_destinations": true
 	}`)
-	fc, err := loadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := parseFlags(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fc.apply(&o, o.explicit)
+	fc, o := optionsFromFile(t, path)
 	want := options{
 		listen: "127.0.0.1:9443", certFile: filepath.Join(dir, "tls/cert.pem"), keyFile: "/abs/key.pem",
 		sni: "example.com", publicHost: "vpn.example.com", fallback: "127.0.0.1:80",
@@ -371,5 +378,17 @@ func TestPrintedURIWorks(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("run did not return:\n%s", out)
+	}
+}
+
+// A zero duration in the file means the default, as the README says: a
+// zero drain timeout must not turn a graceful shutdown into an abrupt one.
+func TestConfigFileZeroMeansDefault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.json")
+	writeFile(t, path, `{"password": "p", "drain_timeout": "0s", "auth_timeout": "0s"}`)
+	_, o := optionsFromFile(t, path)
+	if o.drainTimeout != anytls.DefaultDrainTimeout || o.authTimeout != anytls.DefaultAuthTimeout {
+		t.Errorf("drain timeout %v, auth timeout %v; want the defaults %v, %v",
+			o.drainTimeout, o.authTimeout, anytls.DefaultDrainTimeout, anytls.DefaultAuthTimeout)
 	}
 }

@@ -66,6 +66,7 @@ type RefusedError struct {
 	Reason string
 }
 
+// Error names the destination (and the name it came from) and the reason.
 func (e *RefusedError) Error() string {
 	what := e.Addr.String()
 	if e.Host != "" && e.Host != what {

@@ -44,6 +44,7 @@ type RemoteError struct {
 	Text string
 }
 
+// Error returns the server's reason, prefixed.
 func (e *RemoteError) Error() string { return "anytls: server reported: " + e.Text }
 
 // SOCKSReply maps the server's reason to a SOCKS5 reply code (RFC 1928), for
@@ -79,6 +80,7 @@ type AlertError struct {
 	Text string
 }
 
+// Error returns the server's alert text, prefixed.
 func (e *AlertError) Error() string { return "anytls: alert from server: " + e.Text }
 
 // closedError wraps a session's cause of death so that errors.Is matches both

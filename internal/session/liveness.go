@@ -82,8 +82,10 @@ func (s *Session) Suspected() bool { return s.probeAt.Load() != 0 && s.suspiciou
 
 // suspect probes the session (v2 client peers only) unless a probe is
 // already outstanding. serious marks the session Suspected meanwhile.
+// Without probes (ProbeTimeout off) it does nothing: no verdict would ever
+// clear the suspicion.
 func (s *Session) suspect(serious bool) {
-	if !s.client || s.PeerVersion() < 2 || s.IsClosed() {
+	if !s.client || s.cfg.ProbeTimeout <= 0 || s.PeerVersion() < 2 || s.IsClosed() {
 		return
 	}
 	if serious {

@@ -1242,6 +1242,7 @@ func (s *Session) removeStream(st *Stream) bool {
 	return true
 }
 
+// String describes the session for logs: its role and the peer's address.
 func (s *Session) String() string {
 	role := "server"
 	if s.client {
