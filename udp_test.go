@@ -169,3 +169,32 @@ func TestUDPSeveralAssociations(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// An association whose first datagram comes later than the SYNACK timeout
+// works: the server can confirm it only once it has the UoT request, so
+// the request must not wait for that first datagram. (It did: the stream
+// then failed with the SYNACK timeout, and the local proxy's UDP ASSOCIATE
+// with it.)
+func TestUDPFirstDatagramAfterSYNACKTimeout(t *testing.T) {
+	checkLeaks(t)
+	_, addrs, _ := udpTargets(t)
+	addr, _, pin := startServer(t, nil)
+	const synack = 200 * time.Millisecond
+	c := newClient(t, addr, pin, func(cfg *anytls.ClientConfig) { cfg.SYNACKTimeout = synack })
+	ctx := testContext(t, 30*time.Second)
+	conn, err := c.DialContext(ctx, "udp", addrs["ipv4"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pc, err := c.ListenPacket(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	time.Sleep(3 * synack) // the silence under test, not a synchronisation
+	exchange(t, connLink(conn), mixedSizes(20, 1, 1500), exchangeConfig{})
+	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addrs["ipv4"]))
+	exchange(t, packetLink(pc, func(int) net.Addr { return dst }), mixedSizes(20, 1, 1500),
+		exchangeConfig{from: func(int) string { return addrs["ipv4"] }})
+}

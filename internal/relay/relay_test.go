@@ -15,6 +15,7 @@ import (
 
 	"github.com/anytls-suite/anytls/internal/relay"
 	"github.com/anytls-suite/anytls/internal/sockio"
+	"github.com/anytls-suite/anytls/internal/testnet"
 	"go.uber.org/goleak"
 )
 
@@ -25,26 +26,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
+	c, s := testnet.Pair(t)
 	for _, x := range []net.Conn{c, s} {
 		x.SetDeadline(time.Now().Add(waitLimit))
 	}
-	return c.(*net.TCPConn), s.(*net.TCPConn)
+	return c, s
 }
 
 // chain builds client <-> a [relay] b <-> server and starts the relay. The

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/anytls-suite/anytls/internal/padding"
+	"github.com/anytls-suite/anytls/internal/testnet"
 	"github.com/anytls-suite/anytls/internal/wire"
 	"go.uber.org/goleak"
 )
@@ -63,32 +64,8 @@ func pipePair(t *testing.T) (net.Conn, net.Conn) {
 }
 
 func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	d, err := net.DialTimeout("tcp", ln.Addr().String(), testTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		d.Close()
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { d.Close(); r.c.Close() })
-	return r.c, d
+	d, a := testnet.Pair(t)
+	return a, d
 }
 
 func forEachConn(t *testing.T, f func(t *testing.T, kind connKind)) {

@@ -14,35 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/testnet"
 	"github.com/anytls-suite/anytls/internal/tlsutil"
 )
 
 const testTimeout = 10 * time.Second
 
-func tcpPair(t *testing.T) (a, b *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	d, err := net.DialTimeout("tcp", ln.Addr().String(), testTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := <-ch
-	if c == nil {
-		d.Close()
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { d.Close(); c.Close() })
-	return d.(*net.TCPConn), c.(*net.TCPConn)
-}
+func tcpPair(t *testing.T) (a, b *net.TCPConn) { return testnet.Pair(t) }
 
 func TestTryWriterNeverBlocks(t *testing.T) {
 	w, r := tcpPair(t)

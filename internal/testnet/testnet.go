@@ -72,3 +72,26 @@ func Echo(t testing.TB) string {
 	t.Helper()
 	return Serve(t, func(c net.Conn) { io.Copy(c, c) })
 }
+
+// Pair returns both ends of a TCP connection on 127.0.0.1: the dialing end
+// and the accepted end. Both are closed when the test ends.
+func Pair(t testing.TB) (dialed, accepted *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the kernel completed the handshake: Accept does not wait
+	a, err := ln.Accept()
+	if err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(); a.Close() })
+	return d.(*net.TCPConn), a.(*net.TCPConn)
+}

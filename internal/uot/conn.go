@@ -28,10 +28,9 @@ type conn struct {
 	rmu sync.Mutex // guards rd
 	rd  *Reader
 
-	wmu     sync.Mutex // guards the fields below
-	wbuf    []byte
-	pending []byte // the request, sent in front of the first packet
-	werr    error  // set once a partial write broke the stream
+	wmu  sync.Mutex // guards the fields below
+	wbuf []byte
+	werr error // set once a partial write broke the stream
 }
 
 func newConn(stream net.Conn, legacy, connect bool, dst wire.Addr, log *slog.Logger) (*conn, error) {
@@ -40,11 +39,17 @@ func newConn(stream net.Conn, legacy, connect bool, dst wire.Addr, log *slog.Log
 	}
 	c := &conn{stream: stream, connect: connect, dst: dst, log: log, rd: NewReader(stream)}
 	if !legacy {
+		// sent at once, not in front of the first packet: the server
+		// confirms the stream (SYNACK) only once it has the request, and
+		// an association may stay silent for longer than the client's
+		// SYNACK timeout
 		req, err := AppendRequest(make([]byte, 0, MaxRequestLen), Request{Connect: connect, Destination: dst})
 		if err != nil {
 			return nil, err
 		}
-		c.pending = req
+		if _, err := stream.Write(req); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -73,8 +78,7 @@ func (c *conn) readPacket(p []byte) (int, wire.Addr, error) {
 	}
 }
 
-// writePacket sends p as one packet (with the request in front of the
-// first). It returns ErrPacketTooLarge, sending nothing, for a payload over
+// writePacket sends p as one packet. It returns ErrPacketTooLarge, sending nothing, for a payload over
 // MaxPacketSize.
 func (c *conn) writePacket(p []byte, addr wire.Addr) (int, error) {
 	if len(p) > MaxPacketSize {
@@ -85,7 +89,7 @@ func (c *conn) writePacket(p []byte, addr wire.Addr) (int, error) {
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	b, err := AppendPacket(append(c.wbuf[:0], c.pending...), c.connect, addr, p)
+	b, err := AppendPacket(c.wbuf[:0], c.connect, addr, p)
 	if err != nil {
 		return 0, err
 	}
@@ -99,7 +103,6 @@ func (c *conn) writePacket(p []byte, addr wire.Addr) (int, error) {
 		}
 		return 0, err
 	}
-	c.pending = nil
 	return len(p), nil
 }
 

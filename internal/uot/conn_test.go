@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/anytls-suite/anytls/internal/testnet"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -28,12 +29,12 @@ func checkLeaks(t *testing.T) {
 	})
 }
 
-// pipe returns the two ends of a synchronous in-memory stream, closed at the
-// end of the test, with a deadline on the peer's end.
+// pipe returns the two ends of a TCP connection on loopback, closed at the
+// end of the test, with a deadline on the peer's end. (Not net.Pipe: a
+// conn writes its request at once, before the test reads.)
 func pipe(t *testing.T) (client, peer net.Conn) {
-	a, b := net.Pipe()
+	a, b := testnet.Pair(t)
 	b.SetDeadline(time.Now().Add(testTimeout))
-	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
 }
 
@@ -71,14 +72,14 @@ func TestPacketConnWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// the request goes out in front of the first packet, in one write
+	// the request (sent when the association opens), then the packet
 	wait := background(t, func() error {
 		_, err := pc.WriteTo([]byte("abc"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53})
 		return err
 	})
 	want := mustHex(t, "00 01 00000000 0000   00 7f000001 0035 0003 616263")
 	if got := readN(t, peer, len(want)); !bytes.Equal(got, want) {
-		t.Fatalf("first write %x, want %x", got, want)
+		t.Fatalf("request and first packet %x, want %x", got, want)
 	}
 	wait()
 	for _, c := range []struct {
@@ -139,7 +140,7 @@ func TestConnWire(t *testing.T) {
 	wait := background(t, write(conn, []byte("abc")))
 	want := mustHex(t, "01 03 0b 6578616d706c652e636f6d 1f90   0003 616263")
 	if got := readN(t, peer, len(want)); !bytes.Equal(got, want) {
-		t.Fatalf("first write %x, want %x", got, want)
+		t.Fatalf("request and first packet %x, want %x", got, want)
 	}
 	wait()
 	wait = background(t, write(conn, nil))
@@ -277,18 +278,28 @@ func TestConcurrentWritesStayWhole(t *testing.T) {
 	wg.Wait()
 }
 
-// brokenStream writes part of what it is given, then fails.
+// brokenStream takes the request, then writes part of what it is given
+// and fails.
 type brokenStream struct {
 	bufConn
+	writes int
 	closed bool
 }
 
-func (b *brokenStream) Write(p []byte) (int, error) { return len(p) / 2, os.ErrDeadlineExceeded }
-func (b *brokenStream) Close() error                { b.closed = true; return nil }
+func (b *brokenStream) Write(p []byte) (int, error) {
+	if b.writes++; b.writes == 1 {
+		return len(p), nil
+	}
+	return len(p) / 2, os.ErrDeadlineExceeded
+}
+func (b *brokenStream) Close() error { b.closed = true; return nil }
 
 func TestPartialWriteBreaksStream(t *testing.T) {
 	s := &brokenStream{}
-	conn, _ := NewConn(s, v4, nil)
+	conn, err := NewConn(s, v4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := conn.Write([]byte("abc")); !errors.Is(err, ErrStreamBroken) || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Write = %v, want ErrStreamBroken", err)
 	}
@@ -309,6 +320,9 @@ func TestMalformedFromServerEndsStream(t *testing.T) {
 		t.Fatalf("ReadFrom = %v, want ErrMalformed", err)
 	}
 	wait()
+	if _, err := NewReader(peer).ReadRequest(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := peer.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("peer read = %v, want io.EOF (stream closed)", err)
 	}
