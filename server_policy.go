@@ -17,8 +17,9 @@ var ErrDestinationRefused = outbound.ErrRefused
 
 // LocalDestinations says whether streams may reach addresses that lead back
 // into the server: loopback, unspecified, link-local, IPv4-compatible IPv6,
-// local multicast and broadcast, and the addresses of the server's own
-// interfaces. The check runs after the server has resolved a name itself,
+// multicast (any group: the server's own sockets may have joined it),
+// broadcast, and the addresses of the server's own interfaces and their
+// networks' broadcast addresses. The check runs after the server has resolved a name itself,
 // for TCP and UDP destinations alike, so no spelling gets through
 // ("localhost", "0.0.0.0", "::", "::ffff:127.0.0.1", "2130706433",
 // "0x7f.1", names that resolve there).

@@ -28,7 +28,8 @@ type Dialer struct {
 	Lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
 	// InterfaceAddrs lists the server's own addresses, refused with
 	// DenyLocal; nil reads the interfaces (net.InterfaceAddrs), at most once
-	// a minute.
+	// a minute, and adds the broadcast address of each IPv4 network they
+	// are on (a datagram sent there reaches this host's own sockets).
 	InterfaceAddrs func() ([]netip.Addr, error)
 
 	ownMu sync.Mutex // guards the fields below
@@ -66,13 +67,35 @@ func interfaceAddrs() ([]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]netip.Addr, 0, len(addrs))
+	prefixes := make([]netip.Prefix, 0, len(addrs))
 	for _, a := range addrs {
 		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, p.Addr().Unmap())
+			prefixes = append(prefixes, p)
 		}
 	}
-	return out, nil
+	return ownAddrsOf(prefixes), nil
+}
+
+// ownAddrsOf lists the addresses of the interface prefixes given, and the
+// broadcast address of each IPv4 network of more than two addresses.
+func ownAddrsOf(prefixes []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, 0, 2*len(prefixes))
+	for _, p := range prefixes {
+		ip := p.Addr().Unmap()
+		out = append(out, ip)
+		bits := p.Bits()
+		if p.Addr().Is4In6() {
+			bits -= 96
+		}
+		if !ip.Is4() || bits < 0 || bits > 30 {
+			continue
+		}
+		b := ip.As4()
+		host := ^uint32(0) >> bits
+		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+		out = append(out, netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}))
+	}
+	return out
 }
 
 // Check returns a *RefusedError if the policy forbids ip, counting the

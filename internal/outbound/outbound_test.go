@@ -56,6 +56,7 @@ func TestDenyLocalSpellings(t *testing.T) {
 		"017700000001", "127.1", "127.0.1", "0x7f.0x0.0x0.0x1", "0177.0x0.00.1",
 		"169.254.169.254", "::ffff:169.254.169.254", "2852039166", "fe80::1", "fe80::1%lo", "[fe80::1%25lo]",
 		"224.0.0.1", "ff02::1", "ff01::1", "255.255.255.255", "4294967295",
+		"239.255.255.250", "224.0.1.1", "233.252.0.1", "ff05::2", "ff0e::1", "::ffff:239.1.2.3",
 		"64:ff9b::7f00:1", "64:ff9b::127.0.0.1", "2002:7f00:1::1",
 		"rebind.test", "rebind6.test", "mapped.test", "metadata.test", "zero.test", "allrefused.test",
 		"203.0.113.5", "self.test", "2001:db8::5",
@@ -192,6 +193,43 @@ func TestOwnAddressesCached(t *testing.T) {
 	real := &Dialer{Policy: Policy{DenyLocal: true}}
 	if len(real.ownAddrs()) == 0 {
 		t.Log("no interface addresses readable here")
+	}
+}
+
+// The interface list adds each IPv4 network's broadcast address: a
+// datagram sent there reaches this host's own sockets.
+func TestOwnAddrsOfAddsBroadcast(t *testing.T) {
+	var prefixes []netip.Prefix
+	for _, s := range []string{"192.0.2.7/24", "10.1.2.3/8", "198.51.100.9/30", "203.0.113.4/31",
+		"203.0.113.9/32", "127.0.0.1/8", "2001:db8::1/64", "::ffff:192.0.2.200/120"} {
+		prefixes = append(prefixes, netip.MustParsePrefix(s))
+	}
+	var got []string
+	for _, a := range ownAddrsOf(prefixes) {
+		got = append(got, a.String())
+	}
+	want := []string{"192.0.2.7", "192.0.2.255", "10.1.2.3", "10.255.255.255", "198.51.100.9", "198.51.100.11",
+		"203.0.113.4", "203.0.113.9", "127.0.0.1", "127.255.255.255", "2001:db8::1", "192.0.2.200", "192.0.2.255"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("ownAddrsOf = %v\nwant          %v", got, want)
+	}
+	d := &Dialer{Policy: Policy{DenyLocal: true}, InterfaceAddrs: func() ([]netip.Addr, error) {
+		return ownAddrsOf(prefixes), nil
+	}}
+	if err := d.Check(netip.MustParseAddr("192.0.2.255")); !errors.Is(err, ErrRefused) {
+		t.Errorf("the broadcast address of an own network: %v, want ErrRefused", err)
+	}
+	if err := d.Check(netip.MustParseAddr("192.0.2.254")); err != nil {
+		t.Errorf("a neighbour on an own network: %v", err)
+	}
+}
+
+// Multicast is local only: allowed when local destinations are.
+func TestMulticastAllowedWithoutDenyLocal(t *testing.T) {
+	for _, ip := range []string{"239.255.255.250", "ff05::2"} {
+		if err := (Policy{DenyPrivate: true}).Check(netip.MustParseAddr(ip)); err != nil {
+			t.Errorf("%s with DenyPrivate only: %v", ip, err)
+		}
 	}
 }
 

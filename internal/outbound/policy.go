@@ -31,9 +31,11 @@ type Policy struct {
 	// DenyLocal refuses the addresses that lead back into the server
 	// itself or its link: loopback (127.0.0.0/8, ::1), unspecified
 	// (0.0.0.0/8, ::), IPv4-compatible IPv6 (::/96), link-local unicast
-	// (169.254.0.0/16, fe80::/10), link- and interface-local multicast
-	// (224.0.0.0/24, ff02::/16, ff01::/16), the limited broadcast
-	// 255.255.255.255, and every address of the server's own interfaces.
+	// (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8: a
+	// group this host's sockets joined gets the datagram back), the limited
+	// broadcast 255.255.255.255, and every address of the server's own
+	// interfaces (see Dialer.InterfaceAddrs, which adds their networks'
+	// broadcast addresses).
 	DenyLocal bool
 	// DenyPrivate refuses private ranges: 10.0.0.0/8, 172.16.0.0/12,
 	// 192.168.0.0/16, the shared (carrier-grade NAT) range 100.64.0.0/10,
@@ -99,8 +101,10 @@ func localReason(ip netip.Addr) string {
 		return "an IPv4-compatible IPv6 address"
 	case ip.IsLinkLocalUnicast():
 		return "a link-local address"
-	case ip.IsLinkLocalMulticast(), ip.IsInterfaceLocalMulticast():
-		return "a local multicast address"
+	case ip.IsMulticast():
+		// whatever its scope, a group this host's own sockets joined gets
+		// the datagram back
+		return "a multicast address"
 	case ip == broadcast:
 		return "the broadcast address"
 	}
@@ -149,7 +153,7 @@ func (p Policy) reason(ip netip.Addr, own []netip.Addr) string {
 		}
 		for _, o := range own {
 			if o == ip {
-				return "an address of this server"
+				return "an address of this server (or a broadcast address of its networks)"
 			}
 		}
 	}

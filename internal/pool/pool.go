@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anytls-suite/anytls/internal/session"
@@ -116,9 +117,23 @@ func (p *Pool) OpenStream(ctx context.Context, dst wire.Addr) (*session.Stream, 
 		if err != nil {
 			return nil, err
 		}
-		st, err := e.sess.OpenStream(ctx, dst, func() { p.streamEnded(e) })
+		// The stream's end returns the session to the idle list, but not
+		// the end of a stream whose opening failed: that session is
+		// aborted below, and must not be handed out meanwhile.
+		var state atomic.Int32 // opening, then opened or ended
+		st, err := e.sess.OpenStream(ctx, dst, func() {
+			if !state.CompareAndSwap(opening, ended) {
+				p.streamEnded(e)
+			}
+		})
 		if err == nil {
+			if !state.CompareAndSwap(opening, opened) {
+				p.streamEnded(e) // it ended before OpenStream returned
+			}
 			return st, nil
+		}
+		if testHookOpenFailed != nil {
+			testHookOpenFailed()
 		}
 		e.sess.Abort()
 		// A pooled session may have died while idle: try another, but never
@@ -129,6 +144,17 @@ func (p *Pool) OpenStream(ctx context.Context, dst wire.Addr) (*session.Stream, 
 		p.log.Debug("pooled session failed, retrying on another", "err", err)
 	}
 }
+
+// States of a stream being opened by OpenStream.
+const (
+	opening int32 = iota
+	opened
+	ended
+)
+
+// testHookOpenFailed runs when opening a stream failed, before the session
+// is aborted.
+var testHookOpenFailed func()
 
 func (p *Pool) get(ctx context.Context) (*entry, bool, error) {
 	p.mu.Lock()

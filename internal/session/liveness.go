@@ -235,8 +235,10 @@ func (s *Session) synackExpired(st *Stream) {
 	}
 	s.log.Info("no SYNACK in time: failing the stream and probing the session",
 		"stream", st.id, "timeout", s.cfg.SYNACKTimeout)
+	// suspected first: the stream's end returns the session to a client's
+	// pool, which must pass it over until the probe is answered
+	s.suspect(true)
 	if st.terminate(ErrSYNACKTimeout, true) && !s.IsClosed() {
 		s.queueCtrl(wire.CmdFIN, st.id, nil)
 	}
-	s.suspect(true)
 }

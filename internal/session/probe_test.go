@@ -43,3 +43,29 @@ func testNoProbes(t *testing.T, kind connKind) {
 		t.Fatal("session suspected although it never probes")
 	}
 }
+
+// A stream failed by the SYNACK deadline ends with its session already
+// suspected: its end hands the session back to a client's pool, which must
+// pass it over until the probe is answered.
+func TestSYNACKTimeoutSuspectsBeforeStreamEnds(t *testing.T) {
+	leakCheck(t)
+	env := startClient(t, connKinds[0], Config{SYNACKTimeout: 50 * time.Millisecond})
+	env.p.send(wire.CmdServerSettings, 0, []byte("v=2"))
+	env.p.barrier()
+	suspected := make(chan bool, 1)
+	st, err := env.sess.OpenStream(t.Context(), testDst, func() { suspected <- env.sess.Suspected() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readUntilErr(t, st); !errors.Is(err, ErrSYNACKTimeout) {
+		t.Fatalf("stream error %v, want ErrSYNACKTimeout", err)
+	}
+	select {
+	case s := <-suspected:
+		if !s {
+			t.Fatal("the stream ended before its session was suspected")
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("onClose did not run")
+	}
+}
