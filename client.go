@@ -282,6 +282,9 @@ func (c *Client) DialContext(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, err
 	}
+	if !familyFits(network, dst) {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: addrString(address), Err: fmt.Errorf("%w: %s", ErrAddressFamily, address)}
+	}
 	st, err := c.pool.OpenStream(ctx, dst)
 	if err == nil && c.cfg.WaitSYNACK {
 		if err = st.WaitSYNACK(ctx); err != nil {

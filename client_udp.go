@@ -26,8 +26,8 @@ var (
 	// ErrMalformedUDP: the server sent bytes that are not UDP-over-TCP
 	// packets; the association was closed.
 	ErrMalformedUDP = uot.ErrMalformed
-	// ErrAddressFamily: "udp4" with an IPv6 address or "udp6" with an IPv4
-	// one.
+	// ErrAddressFamily: "tcp4" or "udp4" with an IPv6 address, "tcp6" or
+	// "udp6" with an IPv4 one.
 	ErrAddressFamily = errors.New("anytls: address does not match the network's IP version")
 )
 
@@ -57,6 +57,22 @@ func (c *Client) ListenPacket(ctx context.Context) (net.PacketConn, error) {
 	return pc, nil
 }
 
+// familyFits reports whether an IP destination is of the version network
+// ("tcp4", "udp6", ...) asks for; names always fit (the server resolves
+// them).
+func familyFits(network string, dst wire.Addr) bool {
+	if dst.IsName() {
+		return true
+	}
+	switch network {
+	case "tcp4", "udp4":
+		return dst.IP.Is4()
+	case "tcp6", "udp6":
+		return !dst.IP.Is4()
+	}
+	return true
+}
+
 // dialUDP opens a connect-mode association to address: every Write is one
 // datagram to address, every Read one datagram from it.
 func (c *Client) dialUDP(ctx context.Context, network, address string) (net.Conn, error) {
@@ -64,7 +80,7 @@ func (c *Client) dialUDP(ctx context.Context, network, address string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	if !dst.IsName() && ((network == "udp4" && !dst.IP.Is4()) || (network == "udp6" && dst.IP.Is4())) {
+	if !familyFits(network, dst) {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: uot.NetAddr(dst), Err: fmt.Errorf("%w: %s", ErrAddressFamily, address)}
 	}
 	st, err := c.pool.OpenStream(ctx, uot.Destination(false))

@@ -201,3 +201,48 @@ func TestDestinationPolicyUDP(t *testing.T) {
 		}
 	})
 }
+
+// Listening on loopback with the policy on auto allows local destinations,
+// and says so in a warning (a reverse proxy on the same host would expose
+// the host's own services to outside clients); an explicit policy, or a
+// public listener, gets no warning.
+func TestLoopbackAutoWarns(t *testing.T) {
+	checkLeaks(t)
+	const warning = "listening on loopback, so clients may reach this host's own services; " +
+		"if a proxy on this host forwards outside clients here, set local destinations to deny"
+	for _, tc := range []struct {
+		name   string
+		policy anytls.LocalDestinations
+		public bool
+		warned int
+	}{
+		{"auto on loopback", anytls.LocalAuto, false, 1},
+		{"deny on loopback", anytls.LocalDeny, false, 0},
+		{"allow on loopback", anytls.LocalAllow, false, 0},
+		{"auto on a public address", anytls.LocalAuto, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newLogRecorder()
+			srv, _ := newServer(t, func(c *anytls.ServerConfig) {
+				c.Logger = rec.logger()
+				c.LocalDestinations = tc.policy
+			})
+			var ln net.Listener = listen(t)
+			if tc.public {
+				ln = &addrListener{Listener: ln, addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443}}
+			}
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ln) }()
+			rec.wait(t, 10*time.Second, 1, "destination policy")
+			srv.Close()
+			select { // Serve has logged all it will
+			case <-served:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Serve did not return after Close")
+			}
+			if n := rec.count(warning); n != tc.warned {
+				t.Errorf("%d warnings, want %d", n, tc.warned)
+			}
+		})
+	}
+}

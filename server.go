@@ -275,6 +275,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	out := s.outboundFor(ln.Addr())
 	s.log.Info("destination policy", "listener", ln.Addr().String(), "policy", out.Policy.String(),
 		"local_destinations", s.cfg.LocalDestinations.String())
+	if s.cfg.LocalDestinations == LocalAuto && isLoopback(ln.Addr()) {
+		s.log.Warn("listening on loopback, so clients may reach this host's own services; "+
+			"if a proxy on this host forwards outside clients here, set local destinations to deny",
+			"listener", ln.Addr().String())
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, ln)

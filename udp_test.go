@@ -88,7 +88,8 @@ func TestUDPErrors(t *testing.T) {
 	addr, _, pin := startServer(t, nil)
 	c := newClient(t, addr, pin, nil)
 	ctx := testContext(t, 30*time.Second)
-	for _, bad := range []struct{ network, addr string }{{"udp4", "[::1]:53"}, {"udp6", "127.0.0.1:53"}} {
+	for _, bad := range []struct{ network, addr string }{{"udp4", "[::1]:53"}, {"udp6", "127.0.0.1:53"},
+		{"tcp4", "[::1]:80"}, {"tcp6", "127.0.0.1:80"}, {"tcp6", "[::ffff:127.0.0.1]:80"}} {
 		if _, err := c.DialContext(ctx, bad.network, bad.addr); !errors.Is(err, anytls.ErrAddressFamily) {
 			t.Errorf("DialContext(%s, %s) = %v, want ErrAddressFamily", bad.network, bad.addr, err)
 		}

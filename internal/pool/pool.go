@@ -78,6 +78,9 @@ type Pool struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// done ends with Close: it cuts short the dials in progress
+	done   context.Context
+	finish context.CancelFunc
 }
 
 // New creates a pool and starts its idle checker.
@@ -104,6 +107,7 @@ func New(cfg Config, dial DialFunc) (*Pool, error) {
 		all:  make(map[*session.Session]*entry),
 		stop: make(chan struct{}),
 	}
+	p.done, p.finish = context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go p.checker()
 	return p, nil
@@ -182,8 +186,15 @@ func (p *Pool) get(ctx context.Context) (*entry, bool, error) {
 	p.mu.Unlock()
 
 	e := &entry{seq: seq}
-	sess, err := p.dial(ctx, func(error) { p.sessionDied(e) })
+	dctx, cancel := context.WithCancel(ctx)
+	unwatch := context.AfterFunc(p.done, cancel)
+	sess, err := p.dial(dctx, func(error) { p.sessionDied(e) })
+	unwatch()
+	cancel()
 	if err != nil {
+		if p.done.Err() != nil {
+			return nil, false, ErrClosed
+		}
 		return nil, false, err
 	}
 	p.mu.Lock()
@@ -305,6 +316,7 @@ func (p *Pool) Stats() (sessions, idle int) {
 }
 
 // Close closes every session and stops the idle checker, waiting for both.
+// A dial in progress is cut short: its OpenStream returns ErrClosed.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -318,6 +330,7 @@ func (p *Pool) Close() error {
 	}
 	p.idle = nil
 	p.mu.Unlock()
+	p.finish()
 	close(p.stop)
 	for _, s := range sessions {
 		s.Close()

@@ -485,3 +485,33 @@ func TestConfigValidate(t *testing.T) {
 	p.Close()
 	goleak.VerifyNone(t)
 }
+
+// Close cuts short a dial in progress: its OpenStream returns ErrClosed
+// at once, not when the dial would have timed out.
+func TestCloseCutsDialShort(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dialing := make(chan struct{})
+	p, err := pool.New(noChecker, func(ctx context.Context, _ func(error)) (*session.Session, error) {
+		close(dialing)
+		<-ctx.Done() // a server that never answers
+		return nil, ctx.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := p.OpenStream(context.Background(), dst)
+		res <- err
+	}()
+	<-dialing
+	p.Close()
+	select {
+	case err := <-res:
+		if !errors.Is(err, pool.ErrClosed) {
+			t.Fatalf("OpenStream = %v, want ErrClosed", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("OpenStream still dialing after Close")
+	}
+}
