@@ -153,7 +153,11 @@ func Serve(ctx context.Context, stream net.Conn, legacy bool, opts ServerOptions
 		req, err := rd.ReadRequest()
 		stream.SetReadDeadline(time.Time{})
 		if err != nil {
-			return a.endErr(ctx, fmt.Errorf("reading the UDP-over-TCP request: %w", err))
+			err = fmt.Errorf("reading the UDP-over-TCP request: %w", err)
+			if errors.Is(err, ErrMalformed) {
+				opts.Ready(err) // the client learns why (not so for a silent or departed one)
+			}
+			return a.endErr(ctx, err)
 		}
 		a.connect = req.Connect
 		if req.Connect {

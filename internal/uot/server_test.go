@@ -223,6 +223,17 @@ func TestServeReportsFailures(t *testing.T) {
 			t.Fatalf("Serve = %v", err)
 		}
 	})
+	t.Run("malformed request", func(t *testing.T) {
+		checkLeaks(t)
+		s := startServe(t, false, nil)
+		s.send(t, []byte{1, 9, 0, 0, 0, 0}) // address type 9
+		if err := s.waitReady(t); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Ready(%v), want the malformed request reported", err)
+		}
+		if err := s.wait(t); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Serve = %v", err)
+		}
+	})
 	t.Run("no request", func(t *testing.T) {
 		checkLeaks(t)
 		s := startServe(t, false, func(o *ServerOptions) { o.IdleTimeout = 50 * time.Millisecond })
