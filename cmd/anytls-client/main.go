@@ -194,8 +194,8 @@ func run(o options) error {
 	}
 	if o.proxyAuth != "" {
 		user, pass, ok := strings.Cut(o.proxyAuth, ",")
-		if !ok || user == "" {
-			return errors.New("-sup wants user,password")
+		if !ok || user == "" || pass == "" {
+			return errors.New("-sup wants user,password (both non-empty)")
 		}
 		icfg.Username, icfg.Password = user, pass
 	}
@@ -218,6 +218,7 @@ func run(o options) error {
 	go func() { errc <- proxy.Serve(ln) }()
 	select {
 	case <-ctx.Done():
+		stop() // a second signal ends the process at once
 		log.Info("shutting down")
 		proxy.Close()
 		<-errc

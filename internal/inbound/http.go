@@ -31,10 +31,14 @@ import (
 //
 // Errors: 400 malformed or unsupported request (origin form, https:// in
 // absolute form), 407 missing or wrong credentials, 431 oversized head,
-// 502 dial or upstream failure.
+// 502 dial or upstream failure, 504 a destination that did not answer in
+// time.
 
-// maxHeadBytes bounds a request line plus headers.
-const maxHeadBytes = 1 << 20
+// maxHeadBytes bounds a request line plus headers: more than browsers
+// send, and small enough that a local client holding many requests cannot
+// run the proxy out of memory (parsed, a head of many tiny headers takes
+// about ten times its size).
+const maxHeadBytes = 64 << 10
 
 // errHeadTooLarge is returned by headLimitReader past maxHeadBytes.
 var errHeadTooLarge = errors.New("anytls: HTTP request head too large")
@@ -76,6 +80,7 @@ func (s *Server) serveHTTP(c net.Conn, br *bufio.Reader, lr *headLimitReader, lo
 			}
 		}
 		lr.setLimit(maxHeadBytes)
+		skipEmptyLines(br)
 		req, err := http.ReadRequest(br)
 		lr.unlimit()
 		if err != nil {
@@ -110,7 +115,7 @@ func (s *Server) serveHTTP(c net.Conn, br *bufio.Reader, lr *headLimitReader, lo
 		if req.Method == http.MethodConnect {
 			return s.httpConnect(c, br, req, log)
 		}
-		if !s.httpForward(c, req, log) {
+		if !s.httpForward(c, br, req, log) {
 			return nil
 		}
 	}
@@ -176,7 +181,7 @@ func (s *Server) httpConnect(c net.Conn, br *bufio.Reader, req *http.Request, lo
 
 // httpForward forwards one absolute-form request and writes the response. It
 // reports whether the connection can carry another request.
-func (s *Server) httpForward(c net.Conn, req *http.Request, log *slog.Logger) bool {
+func (s *Server) httpForward(c net.Conn, br *bufio.Reader, req *http.Request, log *slog.Logger) bool {
 	if req.URL.Scheme != "http" || req.URL.Host == "" {
 		msg := "only CONNECT and absolute-form http:// requests are supported"
 		if req.URL.Scheme == "https" {
@@ -214,14 +219,33 @@ func (s *Server) httpForward(c net.Conn, req *http.Request, log *slog.Logger) bo
 		}
 	}
 
+	var stopWatch func()
+	if body == nil {
+		stopWatch = watchClient(c, br, !req.ProtoAtLeast(1, 1) || req.Close, cancel)
+	}
 	resp, err := s.transport.RoundTrip(out)
+	if stopWatch != nil {
+		stopWatch()
+	}
 	if err != nil {
 		if s.isClosed() {
 			log.Debug("inbound: HTTP request aborted by close", "dst", dst.String())
 			return false
 		}
+		if ctx.Err() != nil {
+			log.Debug("inbound: HTTP client left before the response", "dst", dst.String())
+			return false
+		}
 		log.Info("inbound: HTTP request failed", "dst", dst.String(), "err", err)
-		s.writeHTTPError(c, http.StatusBadGateway, err.Error(), nil)
+		code, msg := http.StatusBadGateway, err.Error()
+		var ne net.Error
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			msg = "the destination closed the connection without a complete answer"
+		case errors.As(err, &ne) && ne.Timeout():
+			code = http.StatusGatewayTimeout
+		}
+		s.writeHTTPError(c, code, msg, nil)
 		return false
 	}
 	defer resp.Body.Close()
@@ -242,6 +266,44 @@ func (s *Server) httpForward(c net.Conn, req *http.Request, log *slog.Logger) bo
 	// A body the upstream did not read to the end is still on the wire ahead
 	// of the next request (and may still be read by the transport).
 	return keepAlive && (body == nil || body.eof.Load())
+}
+
+// skipEmptyLines drops up to two empty lines in front of a request line, as
+// RFC 9112 section 2.2 asks (a client may send a CRLF after a body).
+func skipEmptyLines(br *bufio.Reader) {
+	for range 4 {
+		b, err := br.Peek(1)
+		if err != nil || (b[0] != '\r' && b[0] != '\n') {
+			return
+		}
+		br.Discard(1)
+	}
+}
+
+// watchClient reads ahead on the client's connection while the upstream
+// prepares its answer to a request without a body, and calls cancel when
+// the client leaves: a reset, or the end of its input, unless it may have
+// only shut down its sending side (an HTTP/1.0 or "Connection: close"
+// request, mayHalfClose), as nc -N does. Otherwise nothing would notice a
+// departed client until the upstream answered, if ever. Data the client
+// sends meanwhile (its next request) stays in br. stop ends the watch.
+func watchClient(c net.Conn, br *bufio.Reader, mayHalfClose bool, cancel func()) (stop func()) {
+	done := make(chan struct{})
+	var stopping atomic.Bool
+	go func() {
+		defer close(done)
+		_, err := br.Peek(1)
+		if err == nil || stopping.Load() || (err == io.EOF && mayHalfClose) {
+			return
+		}
+		cancel()
+	}()
+	return func() {
+		stopping.Store(true)
+		c.SetReadDeadline(time.Unix(1, 0)) // ends the Peek
+		<-done
+		c.SetReadDeadline(time.Time{})
+	}
 }
 
 // urlAddr returns the destination of an absolute-form request, port 80 by

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/testnet"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -533,4 +534,145 @@ func TestHTTPIdleUpstreamClosed(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// silentOrigin accepts connections, reads a request head from each and
+// never answers unless told to. It reports each request and, for each
+// connection, when the proxy closed it.
+type silentOrigin struct {
+	addr    string
+	got     chan net.Conn // a connection whose request head arrived
+	dropped chan struct{} // one per connection the proxy closed
+}
+
+func startSilentOrigin(t *testing.T) *silentOrigin {
+	o := &silentOrigin{got: make(chan net.Conn, 4), dropped: make(chan struct{}, 4)}
+	o.addr = testnet.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		o.got <- c
+		if _, err := br.ReadByte(); err != nil {
+			o.dropped <- struct{}{}
+		}
+	})
+	return o
+}
+
+// A keep-alive client that leaves while the origin thinks ends its request:
+// the upstream connection is closed and nothing stays behind, instead of
+// waiting for an answer that may never come.
+func TestHTTPClientLeavesBeforeResponse(t *testing.T) {
+	checkGoroutines(t)
+	o := startSilentOrigin(t)
+	s, addr := startServer(t, Config{}, &fakeDialer{})
+	for _, how := range []string{"close", "reset"} {
+		t.Run(how, func(t *testing.T) {
+			c := dialProxy(t, addr)
+			io.WriteString(c, "GET http://"+o.addr+"/slow HTTP/1.1\r\nHost: "+o.addr+"\r\n\r\n")
+			select {
+			case <-o.got:
+			case <-time.After(testTimeout):
+				t.Fatal("the request did not reach the origin")
+			}
+			if how == "reset" {
+				c.SetLinger(0)
+			}
+			c.Close()
+			select {
+			case <-o.dropped:
+			case <-time.After(testTimeout):
+				t.Fatal("the upstream request outlived its client")
+			}
+			waitConns(t, s)
+		})
+	}
+}
+
+// A client that only shuts down its sending side after an HTTP/1.0 (or
+// "Connection: close") request still gets the answer.
+func TestHTTPHalfCloseKeepsResponse(t *testing.T) {
+	checkGoroutines(t)
+	o := startSilentOrigin(t)
+	_, addr := startServer(t, Config{}, &fakeDialer{})
+	for _, head := range []string{"GET http://" + o.addr + "/ HTTP/1.0\r\n\r\n",
+		"GET http://" + o.addr + "/ HTTP/1.1\r\nHost: " + o.addr + "\r\nConnection: close\r\n\r\n"} {
+		c := dialProxy(t, addr)
+		io.WriteString(c, head)
+		c.CloseWrite()
+		var up net.Conn
+		select {
+		case up = <-o.got:
+		case <-time.After(testTimeout):
+			t.Fatal("the request did not reach the origin")
+		}
+		// a wrong cancellation would close the upstream connection soon
+		// after the client's FIN; give it that time
+		select {
+		case <-o.dropped:
+			t.Fatalf("%q: the request was cancelled by the client's half-close", head)
+		case <-time.After(200 * time.Millisecond):
+		}
+		io.WriteString(up, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		up.Close()
+		<-o.dropped // our own close
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); body != "ok" {
+			t.Fatalf("body %q", body)
+		}
+	}
+}
+
+// Failures a user can tell apart: a destination that hangs up without an
+// answer, one that cannot be reached in time (504), and a stray empty line
+// between keep-alive requests, which is skipped (RFC 9112 section 2.2).
+func TestHTTPErrorsAndEmptyLine(t *testing.T) {
+	checkGoroutines(t)
+	t.Run("hang-up", func(t *testing.T) {
+		hangup := testnet.Serve(t, func(c net.Conn) { http.ReadRequest(bufio.NewReader(c)) })
+		_, addr := startServer(t, Config{}, &fakeDialer{})
+		c := dialProxy(t, addr)
+		io.WriteString(c, "GET http://"+hangup+"/ HTTP/1.1\r\nHost: "+hangup+"\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "without a complete answer") {
+			t.Fatalf("%s %q", resp.Status, body)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		_, addr := startServer(t, Config{HandshakeTimeout: 300 * time.Millisecond}, blockingDialer{})
+		c := dialProxy(t, addr)
+		io.WriteString(c, "GET http://slow.test/ HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readBody(t, resp); resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("%s, want 504", resp.Status)
+		}
+	})
+	t.Run("empty line", func(t *testing.T) {
+		up := startUpstream(t)
+		host := strings.TrimPrefix(up.URL, "http://")
+		_, addr := startServer(t, Config{}, &fakeDialer{})
+		c := dialProxy(t, addr)
+		io.WriteString(c, "POST http://"+host+"/echo HTTP/1.1\r\nHost: "+host+"\r\nContent-Length: 2\r\n\r\nhi\r\n"+
+			"GET http://"+host+"/get/2 HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		br := bufio.NewReader(c)
+		for _, want := range []string{"hi", "got /get/2"} {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readBody(t, resp); body != want {
+				t.Fatalf("got %s %q, want %q", resp.Status, body, want)
+			}
+		}
+	})
 }

@@ -72,10 +72,16 @@ type socksRequest struct {
 	cmd    socksCmd
 	dst    wire.Addr
 	log    *slog.Logger
+	grace  time.Duration // for writing a failure reply after the deadline
 }
 
-// reply sends the request's reply. An invalid bnd is sent as 0.0.0.0:0.
+// reply sends the request's reply. An invalid bnd is sent as 0.0.0.0:0. A
+// failure reply gets a write deadline of its own: a dial that failed at
+// the handshake deadline has used up the connection's.
 func (r *socksRequest) reply(code byte, bnd wire.Addr) error {
+	if code != SOCKSReplySucceeded {
+		_ = r.conn.SetWriteDeadline(time.Now().Add(r.grace))
+	}
 	return writeSOCKSReply(r.conn, code, bnd)
 }
 
@@ -174,7 +180,8 @@ func (s *Server) serveSOCKS5(c net.Conn, br *bufio.Reader, deadline time.Time, l
 		}
 		return nil
 	}
-	req := &socksRequest{ctx: ctx, cancel: cancel, conn: c, br: br, cmd: cmd, dst: dst, log: log}
+	req := &socksRequest{ctx: ctx, cancel: cancel, conn: c, br: br, cmd: cmd, dst: dst, log: log,
+		grace: s.cfg.HandshakeTimeout}
 	h := s.socksHandler(cmd)
 	if h == nil {
 		_ = req.reply(SOCKSReplyCommandNotSupported, wire.Addr{})

@@ -488,3 +488,26 @@ func TestStartRelay(t *testing.T) {
 		t.Fatalf("relays started %d, finished %d; want 3, 3", n, m)
 	}
 }
+
+// A dial still waiting at the handshake deadline fails with it; the client
+// gets the failure reply all the same, not a bare close (the reply needs a
+// write deadline of its own).
+func TestSOCKS5ReplyAfterDialTimeout(t *testing.T) {
+	checkGoroutines(t)
+	_, addr := startServer(t, Config{HandshakeTimeout: 300 * time.Millisecond}, blockingDialer{})
+	c := dialProxy(t, addr)
+	rep, err := socksHandshake(c, "", "", socksCmdConnect, wire.Addr{Name: "slow.test", Port: 80})
+	if err != nil || rep != SOCKSReplyHostUnreachable {
+		t.Fatalf("rep %#x, %v; want %#x (host unreachable)", rep, err, SOCKSReplyHostUnreachable)
+	}
+	expectEOF(t, c)
+}
+
+// blockingDialer waits for its context to end, as a dial to a server that
+// does not answer does.
+type blockingDialer struct{}
+
+func (blockingDialer) DialTCP(ctx context.Context, _ wire.Addr) (net.Conn, error) {
+	<-ctx.Done()
+	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: ctx.Err()}
+}
