@@ -1,6 +1,9 @@
 package anytls
 
 import (
+	"crypto/sha256"
+	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +91,56 @@ func TestServerConfigValidate(t *testing.T) {
 		if _, err := NewServer(c); err == nil {
 			t.Errorf("%s: NewServer accepted the config", tt.name)
 		}
+	}
+}
+
+// SetUsers refuses what NewServer refuses, and keeps the accounts it had.
+func TestSetUsersChecks(t *testing.T) {
+	s, err := NewServer(ServerConfig{Users: []User{{Name: "a", Password: "pa"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	hash := func(pw string) []byte { h := sha256.Sum256([]byte(pw)); return h[:] }
+	for _, users := range [][]User{nil, {{Name: "b"}}, {{"b", "p"}, {"c", "p"}}} {
+		if err := s.SetUsers(users); err == nil {
+			t.Errorf("SetUsers(%v) accepted", users)
+		}
+	}
+	if _, ok := s.authenticate(hash("")); ok {
+		t.Error("the empty password authenticates")
+	}
+	if name, ok := s.authenticate(hash("pa")); !ok || name != "a" {
+		t.Errorf("the account kept is %q, %v; want a", name, ok)
+	}
+	if err := s.SetUsers([]User{{Name: "b", Password: "pb"}}); err != nil {
+		t.Fatal(err)
+	}
+	if name, ok := s.authenticate(hash("pb")); !ok || name != "b" {
+		t.Errorf("after a good SetUsers: %q, %v", name, ok)
+	}
+	if _, ok := s.authenticate(hash("pa")); ok {
+		t.Error("the replaced account still authenticates")
+	}
+}
+
+// Serve after Close returns ErrServerClosed and closes the listener, as it
+// does when it returns for any other reason.
+func TestServeAfterCloseClosesListener(t *testing.T) {
+	s, err := NewServer(ServerConfig{Users: []User{{Name: "a", Password: "pa"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := s.Serve(ln); err != ErrServerClosed {
+		t.Fatalf("Serve = %v", err)
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept on the listener = %v, want it closed", err)
 	}
 }

@@ -2,6 +2,7 @@ package anytls_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
@@ -63,7 +64,11 @@ type probe struct {
 func randomProbes() []*probe {
 	var ps []*probe
 	for _, n := range probeSizes {
-		ps = append(ps, &probe{name: fmt.Sprintf("%d random bytes", n), send: randomBytes(n)})
+		b := randomBytes(n)
+		if n > 0 {
+			b[0] = 0 // never the start of a request line ("x " would be one)
+		}
+		ps = append(ps, &probe{name: fmt.Sprintf("%d random bytes", n), send: b})
 	}
 	return ps
 }
@@ -184,6 +189,8 @@ func TestPreTrustWithoutFallback(t *testing.T) {
 	)
 	answered := []*probe{
 		{name: "HTTP request", send: []byte(httpRequest)},
+		{name: "unknown method", send: []byte("FOO / HTTP/1.1\r\nHost: www.example.com\r\n\r\n")},
+		{name: "lower-case method", send: []byte("get / HTTP/1.1\r\nHost: www.example.com\r\n\r\n")},
 		{name: "short HTTP request", send: []byte(shortHTTPRequest)},
 		{name: "plain HTTP on the TLS port", send: []byte(httpRequest), plainTCP: true},
 	}
@@ -304,5 +311,82 @@ func TestPreTrustFallbackProbes(t *testing.T) {
 	}
 	if n := rec.count("relaying to the fallback"); n != len(ps) {
 		t.Errorf("%d connections relayed to the fallback, want %d", n, len(ps))
+	}
+}
+
+// Close (and Shutdown) end a fallback relay whose prober has half-closed
+// while the fallback origin stays silent: closing the prober's side alone
+// left the relay waiting on the origin for HalfCloseIdle (2 minutes).
+func TestCloseEndsHalfClosedFallback(t *testing.T) {
+	for _, how := range []string{"Close", "Shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			checkLeaks(t)
+			gotEOF := make(chan struct{}, 1)
+			release := make(chan struct{})
+			site := serveTCP(t, func(c net.Conn) {
+				io.Copy(io.Discard, c) // the replayed bytes, then the prober's end
+				gotEOF <- struct{}{}
+				<-release // and silence, the connection open
+			})
+			defer close(release)
+			addr, srv, _ := startServer(t, func(c *anytls.ServerConfig) { c.Fallback = site })
+			conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.Write(randomBytes(64)) // not a password hash
+			conn.CloseWrite()
+			select {
+			case <-gotEOF:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the fallback origin never saw the prober's end")
+			}
+			ended := make(chan struct{})
+			go func() {
+				defer close(ended)
+				if how == "Close" {
+					srv.Close()
+				} else {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					srv.Shutdown(ctx)
+				}
+			}()
+			select {
+			case <-ended:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%s still waiting on the silent fallback origin", how)
+			}
+		})
+	}
+}
+
+// A fallback origin that is down costs one warning per interval, with the
+// count, not one per stranger (a scanner would flood the log).
+func TestFallbackDownWarnsOnce(t *testing.T) {
+	checkLeaks(t)
+	ln := listen(t)
+	down := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	rec := newLogRecorder()
+	addr, _, _ := startServer(t, func(c *anytls.ServerConfig) {
+		c.Fallback = down
+		c.Logger = rec.logger()
+	})
+	const strangers = 5
+	for range strangers {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(randomBytes(64))
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		io.Copy(io.Discard, conn) // closed once the fallback dial failed
+		conn.Close()
+	}
+	rec.wait(t, 20*time.Second, strangers-1, "fallback origin unreachable (warned already)")
+	if n := rec.count("fallback origin unreachable"); n != 1 {
+		t.Errorf("%d warnings for %d strangers, want 1", n, strangers)
 	}
 }

@@ -116,20 +116,7 @@ type ServerConfig struct {
 
 // Validate reports every problem with the configuration at once.
 func (c *ServerConfig) Validate() error {
-	var errs []error
-	if len(c.Users) == 0 {
-		errs = append(errs, errors.New("no users: set at least one password"))
-	}
-	seen := map[string]string{}
-	for i, u := range c.Users {
-		if u.Password == "" {
-			errs = append(errs, fmt.Errorf("user %d (%q) has an empty password", i+1, u.Name))
-		}
-		if other, ok := seen[u.Password]; ok && u.Password != "" {
-			errs = append(errs, fmt.Errorf("users %q and %q share a password; each needs its own", other, u.Name))
-		}
-		seen[u.Password] = u.Name
-	}
+	errs := checkUsers(c.Users)
 	if len(c.PaddingScheme) > 0 {
 		if _, err := padding.Parse(c.PaddingScheme); err != nil {
 			errs = append(errs, err)
@@ -159,6 +146,25 @@ func (c *ServerConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// checkUsers lists what is wrong with a list of accounts.
+func checkUsers(users []User) []error {
+	var errs []error
+	if len(users) == 0 {
+		errs = append(errs, errors.New("no users: set at least one password"))
+	}
+	seen := map[string]string{}
+	for i, u := range users {
+		if u.Password == "" {
+			errs = append(errs, fmt.Errorf("user %d (%q) has an empty password", i+1, u.Name))
+		}
+		if other, ok := seen[u.Password]; ok && u.Password != "" {
+			errs = append(errs, fmt.Errorf("users %q and %q share a password; each needs its own", other, u.Name))
+		}
+		seen[u.Password] = u.Name
+	}
+	return errs
+}
+
 type userEntry struct {
 	name string
 	hash [wire.AuthHashLen]byte
@@ -183,8 +189,8 @@ type Server struct {
 	closed    bool
 	draining  bool
 
-	refusedSessions int       // refused at the session limit since the last warning
-	refusedLogAt    time.Time // when that warning was logged
+	refused      spacedWarning // sessions refused at the limit
+	fallbackDown spacedWarning // strangers not relayed: the fallback origin failed
 
 	wg sync.WaitGroup // connections and streams being served
 
@@ -238,13 +244,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// SetUsers replaces the accepted accounts; live sessions are kept.
-func (s *Server) SetUsers(users []User) {
+// SetUsers replaces the accepted accounts; live sessions are kept. A list
+// that NewServer would refuse (none, an empty password, a shared one) is
+// refused, and the accounts stay as they were.
+func (s *Server) SetUsers(users []User) error {
+	if errs := checkUsers(users); len(errs) > 0 {
+		return fmt.Errorf("anytls: users: %w", errors.Join(errs...))
+	}
 	list := make([]userEntry, len(users))
 	for i, u := range users {
 		list[i] = userEntry{name: u.Name, hash: sha256.Sum256([]byte(u.Password))}
 	}
 	s.users.Store(&list)
+	return nil
 }
 
 // SetPaddingScheme replaces the scheme pushed to clients from now on.
@@ -263,11 +275,13 @@ func (s *Server) PaddingSchemeMD5() string { return s.scheme.Load().MD5() }
 // Serve accepts connections on ln until Shutdown or Close, and then returns
 // ErrServerClosed. Accept errors (such as running out of file descriptors)
 // are retried with a backoff; only a listener closed by someone else ends
-// Serve early, with its error.
+// Serve early, with its error. ln is closed when Serve returns (also when
+// it is called after Shutdown or Close, returning ErrServerClosed at once).
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed || s.draining {
 		s.mu.Unlock()
+		ln.Close()
 		return ErrServerClosed
 	}
 	s.listeners[ln] = struct{}{}
@@ -383,7 +397,10 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer, done func()) {
 		raw.Close()
 		done()
 	}
-	remote := raw.RemoteAddr().String()
+	remote := "unknown"
+	if a := raw.RemoteAddr(); a != nil {
+		remote = a.String()
+	}
 	raw.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	conn, user, ok := s.preTrust(raw, remote)
 	if !ok {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/anytls-suite/anytls/internal/relay"
@@ -70,6 +71,23 @@ func looksLikeHTTP(b []byte) bool {
 	return false
 }
 
+// startsWithMethod reports whether b starts with an HTTP method token (RFC
+// 9110 tchar, any case, up to 24 bytes) and a space.
+func startsWithMethod(b []byte) bool {
+	for i, c := range b {
+		switch {
+		case c == ' ':
+			return i > 0
+		case i >= 24:
+			return false
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return false
+}
+
 // tlsHeaderLooksLikeHTTP is net/http's test for plain HTTP on a TLS port.
 func tlsHeaderLooksLikeHTTP(hdr [5]byte) bool {
 	switch string(hdr[:]) {
@@ -103,7 +121,7 @@ func (s *Server) preTrust(raw net.Conn, remote string) (conn net.Conn, user stri
 	conn = raw
 	if s.cfg.TLSConfig != nil {
 		tc := tls.Server(sockio.NewBatcher(raw), s.cfg.TLSConfig)
-		if err := tc.HandshakeContext(s.ctx); err != nil {
+		if err := tc.Handshake(); err != nil { // Close and Shutdown close raw: no context needed
 			s.log.Debug("TLS handshake failed", "remote", remote, "err", err)
 			var rhe tls.RecordHeaderError
 			if errors.As(err, &rhe) && rhe.Conn != nil && tlsHeaderLooksLikeHTTP(rhe.RecordHeader) {
@@ -166,7 +184,9 @@ func (s *Server) untrusted(conn net.Conn, consumed []byte, cause error, remote s
 		return
 	}
 	switch {
-	case looksLikeHTTP(consumed):
+	case looksLikeHTTP(consumed), startsWithMethod(consumed):
+		// (any method once the bytes failed as a password hash: a web
+		// server answers whatever method it does not know)
 		answerHTTP(conn, consumed)
 	case errors.Is(cause, os.ErrDeadlineExceeded), errors.Is(cause, io.ErrUnexpectedEOF):
 		// the deadline has passed, or the peer is gone: close now
@@ -204,9 +224,24 @@ func (s *Server) fallback(conn net.Conn, consumed []byte, remote string) {
 	defer cancel()
 	out, err := s.dial(ctx, "tcp", s.cfg.Fallback)
 	if err != nil {
-		s.log.Warn("fallback origin unreachable", "fallback", s.cfg.Fallback, "err", err)
+		s.mu.Lock()
+		warn, n := s.fallbackDown.event()
+		s.mu.Unlock()
+		if warn {
+			s.log.Warn("fallback origin unreachable", "fallback", s.cfg.Fallback, "err", err, "connections", n)
+		} else {
+			s.log.Debug("fallback origin unreachable (warned already)", "fallback", s.cfg.Fallback, "err", err)
+		}
 		return
 	}
+	// Shutdown and Close close this side too: once the prober has
+	// half-closed, closing its side alone would leave the relay waiting
+	// on the fallback origin for HalfCloseIdle
+	if !s.track(out, true) {
+		out.Close()
+		return
+	}
+	defer s.track(out, false)
 	if len(consumed) > 0 {
 		if _, err := out.Write(consumed); err != nil {
 			out.Close()

@@ -159,12 +159,7 @@ func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
 		return
 	}
 	s.mu.Lock()
-	s.refusedSessions++
-	n := s.refusedSessions
-	warn := s.refusedLogAt.IsZero() || time.Since(s.refusedLogAt) >= refusedLogEvery
-	if warn {
-		s.refusedLogAt, s.refusedSessions = time.Now(), 0
-	}
+	warn, n := s.refused.event()
 	s.mu.Unlock()
 	if warn {
 		s.log.Warn("session refused: limit reached", "remote", remote, "user", user, "limit", s.cfg.MaxSessions,
@@ -175,6 +170,24 @@ func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
 	frame, _ := wire.AppendFrame(nil, wire.CmdAlert, 0, []byte(alertBusy))
 	conn.SetWriteDeadline(time.Now().Add(session.DefaultAlertTimeout))
 	conn.Write(frame)
+}
+
+// spacedWarning counts events that are warned about at most once per
+// refusedLogEvery, with the count since the last warning.
+type spacedWarning struct {
+	n  int
+	at time.Time
+}
+
+// event counts one event and reports whether to warn now, with the count.
+func (w *spacedWarning) event() (warn bool, n int) {
+	w.n++
+	n = w.n
+	if w.at.IsZero() || time.Since(w.at) >= refusedLogEvery {
+		w.at, w.n = time.Now(), 0
+		return true, n
+	}
+	return false, n
 }
 
 // Shutdown stops the server gracefully: it closes the listeners (Serve

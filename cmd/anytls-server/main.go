@@ -126,6 +126,9 @@ func run(o options, e env) error {
 	if o.drainTimeout == 0 {
 		o.drainTimeout = anytls.DefaultDrainTimeout
 	}
+	if o.drainTimeout < 0 {
+		return fmt.Errorf("-drain-timeout %v is negative", o.drainTimeout)
+	}
 	level, err := cli.ParseLevel(o.logLevel)
 	if err != nil {
 		return err
@@ -292,13 +295,11 @@ func (s *server) reloadUsers(fc *fileConfig) {
 	} else {
 		users, err := usersOf(s.o, fc)
 		if err == nil {
-			check := anytls.ServerConfig{Users: users}
-			err = check.Validate()
+			err = s.srv.SetUsers(users)
 		}
 		if err != nil {
 			s.log.Error("reload: users kept", "err", err)
 		} else {
-			s.srv.SetUsers(users)
 			s.log.Info("reload: users loaded", "users", userNames(users))
 		}
 	}

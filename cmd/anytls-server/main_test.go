@@ -392,3 +392,14 @@ func TestConfigFileZeroMeansDefault(t *testing.T) {
 			o.drainTimeout, o.authTimeout, anytls.DefaultDrainTimeout, anytls.DefaultAuthTimeout)
 	}
 }
+
+func TestNegativeDrainTimeoutRefused(t *testing.T) {
+	o, err := parseFlags([]string{"-l", "127.0.0.1:0", "-p", "pw", "-drain-timeout", "-5s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run(o, env{stderr: io.Discard, signals: make(chan os.Signal)})
+	if err == nil || !strings.Contains(err.Error(), "-drain-timeout") {
+		t.Fatalf("run = %v, want the negative drain timeout refused", err)
+	}
+}
