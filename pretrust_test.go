@@ -390,3 +390,31 @@ func TestFallbackDownWarnsOnce(t *testing.T) {
 		t.Errorf("%d warnings for %d strangers, want 1", n, strangers)
 	}
 }
+
+// Like a web server, the server agrees "http/1.1" with a client that offers
+// it, and no protocol with one that offers none or only others (the
+// handshake must not fail: AnyTLS clients may offer anything).
+func TestALPNLikeAWebServer(t *testing.T) {
+	checkLeaks(t)
+	addr, _, _ := startServer(t, nil)
+	for _, tc := range []struct {
+		offer []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"h2", "http/1.1"}, "http/1.1"},
+		{[]string{"http/1.1"}, "http/1.1"},
+		{[]string{"h2"}, ""},
+		{[]string{"spdy/3", "x"}, ""},
+	} {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: tc.offer})
+		if err != nil {
+			t.Errorf("offering %q: %v", tc.offer, err)
+			continue
+		}
+		if got := conn.ConnectionState().NegotiatedProtocol; got != tc.want {
+			t.Errorf("offering %q: agreed %q, want %q", tc.offer, got, tc.want)
+		}
+		conn.Close()
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,9 @@ type ServerConfig struct {
 	Users []User
 	// TLSConfig terminates TLS on accepted connections. Nil means the
 	// connections given to Serve are already secured (or a test's pipes).
+	// Without NextProtos and GetConfigForClient of its own, the server
+	// agrees "http/1.1" with a client that offers it (browsers and probers
+	// do), as a web server would, and no protocol with other clients.
 	TLSConfig *tls.Config
 	// PaddingScheme is pushed to clients that use another one. Empty means
 	// the default scheme.
@@ -146,6 +150,23 @@ func (c *ServerConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// agreeHTTP11 makes c select "http/1.1" by ALPN for clients that offer it,
+// unless c negotiates protocols itself. Setting NextProtos alone would fail
+// the handshake of a client that offers only other protocols.
+func agreeHTTP11(c *tls.Config) {
+	if len(c.NextProtos) > 0 || c.GetConfigForClient != nil {
+		return
+	}
+	h11 := c.Clone()
+	h11.NextProtos = []string{"http/1.1"}
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if slices.Contains(hello.SupportedProtos, "http/1.1") {
+			return h11, nil
+		}
+		return nil, nil
+	}
+}
+
 // checkUsers lists what is wrong with a list of accounts.
 func checkUsers(users []User) []error {
 	var errs []error
@@ -220,6 +241,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.TLSConfig != nil {
 		cfg.TLSConfig = cfg.TLSConfig.Clone()
 		cfg.TLSConfig.DynamicRecordSizingDisabled = true
+		agreeHTTP11(cfg.TLSConfig)
 	}
 	s := &Server{
 		cfg:       cfg,
