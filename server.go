@@ -212,6 +212,9 @@ type Server struct {
 
 	refused      spacedWarning // sessions refused at the limit
 	fallbackDown spacedWarning // strangers not relayed: the fallback origin failed
+	fallbackFull spacedWarning // strangers not relayed: MaxFallbackRelays reached
+	fallbacks    int           // strangers being relayed to the fallback
+	maxFallbacks int           // MaxFallbackRelays (lower in tests)
 
 	wg sync.WaitGroup // connections and streams being served
 
@@ -250,6 +253,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		sessions:  map[*liveSession]struct{}{},
+
+		maxFallbacks: MaxFallbackRelays,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.dial == nil {

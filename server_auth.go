@@ -220,6 +220,29 @@ func answerHTTP(conn net.Conn, head []byte) {
 // origin, replaying the bytes already read, so that the prober meets that
 // site: its answer, and its close.
 func (s *Server) fallback(conn net.Conn, consumed []byte, remote string) {
+	// each relay holds two goroutines and a read buffer for as long as the
+	// origin keeps the connection: bounded, a flood of strangers is closed
+	s.mu.Lock()
+	full := s.fallbacks >= s.maxFallbacks
+	var warn bool
+	var n int
+	if full {
+		warn, n = s.fallbackFull.event()
+	} else {
+		s.fallbacks++
+	}
+	s.mu.Unlock()
+	if full {
+		if warn {
+			s.log.Warn("stranger closed: fallback relays at their limit", "limit", MaxFallbackRelays, "closed", n)
+		}
+		return
+	}
+	defer func() {
+		s.mu.Lock()
+		s.fallbacks--
+		s.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
 	defer cancel()
 	out, err := s.dial(ctx, "tcp", s.cfg.Fallback)

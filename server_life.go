@@ -172,6 +172,12 @@ func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
 	conn.Write(frame)
 }
 
+// MaxFallbackRelays bounds the connections that failed authentication and
+// are being relayed to ServerConfig.Fallback at once (each holds two
+// goroutines and a 64 KiB buffer while the origin keeps it open); beyond
+// it, such a connection is closed.
+const MaxFallbackRelays = 1024
+
 // spacedWarning counts events that are warned about at most once per
 // refusedLogEvery, with the count since the last warning.
 type spacedWarning struct {
