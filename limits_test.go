@@ -267,3 +267,40 @@ func TestCloseWithStuckDestination(t *testing.T) {
 		t.Fatal("Close waits for a relay whose destination reads nothing")
 	}
 }
+
+// MaxSessionsPerUser keeps one user from taking every session: the user's
+// session beyond it gets the Alert, other users are served, and the user
+// gets a session again once one of its sessions has ended.
+func TestMaxSessionsPerUser(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	rec := newLogRecorder()
+	const otherPassword = "another user's password"
+	addr, srv, _ := startServer(t, func(c *anytls.ServerConfig) {
+		c.Users = append(c.Users, anytls.User{Name: "other", Password: otherPassword})
+		c.MaxSessionsPerUser = 1
+		c.Logger = rec.logger()
+	})
+	first := dialRaw(t, addr)
+	first.writeChunks(preamble(testPassword, 30), 64)
+	first.settings()
+	first.echoStream(1, echo, "the user's one session")
+
+	second := dialRaw(t, addr)
+	second.writeChunks(preamble(testPassword, 30), 64)
+	second.expect(wire.CmdAlert, 0)
+	second.conn.Close()
+	rec.wait(t, 10*time.Second, 1, "session refused: user limit reached", "user", "tester", "limit", "1")
+
+	other := dialRaw(t, addr)
+	other.writeChunks(preamble(otherPassword, 30), 64)
+	other.settings()
+	other.echoStream(1, echo, "another user is served")
+
+	first.conn.Close()
+	waitFor(t, 10*time.Second, "the user's session to end", func() bool { return srv.Stats().Sessions == 1 })
+	again := dialRaw(t, addr)
+	again.writeChunks(preamble(testPassword, 30), 64)
+	again.settings()
+	again.echoStream(1, echo, "room again for the user")
+}

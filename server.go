@@ -92,6 +92,11 @@ type ServerConfig struct {
 	// (default 4096, DefaultMaxSessions). A client beyond it gets an Alert
 	// and its connection is closed, with a warning in the log.
 	MaxSessions int
+	// MaxSessionsPerUser bounds the sessions one user holds at once, so
+	// that one user cannot take all MaxSessions. Zero means no bound of its
+	// own. A client beyond it gets the same Alert. Mind that an AnyTLS
+	// client opens one session per connection it carries at once.
+	MaxSessionsPerUser int
 	// MaxStreamsPerSession bounds the streams open at once on one session
 	// (default 1024); a SYN beyond it is answered with FIN and logged.
 	MaxStreamsPerSession int
@@ -144,7 +149,7 @@ func (c *ServerConfig) Validate() error {
 	if c.LocalDestinations < LocalAuto || c.LocalDestinations > LocalDeny {
 		errs = append(errs, fmt.Errorf("unknown local destination policy %d", int(c.LocalDestinations)))
 	}
-	if c.MaxSessions < 0 || c.MaxStreamsPerSession < 0 || c.StreamBuffer < 0 || c.SessionBuffer < 0 {
+	if c.MaxSessions < 0 || c.MaxSessionsPerUser < 0 || c.MaxStreamsPerSession < 0 || c.StreamBuffer < 0 || c.SessionBuffer < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -210,11 +215,13 @@ type Server struct {
 	closed    bool
 	draining  bool
 
-	refused      spacedWarning // sessions refused at the limit
-	fallbackDown spacedWarning // strangers not relayed: the fallback origin failed
-	fallbackFull spacedWarning // strangers not relayed: MaxFallbackRelays reached
-	fallbacks    int           // strangers being relayed to the fallback
-	maxFallbacks int           // MaxFallbackRelays (lower in tests)
+	refused      spacedWarning  // sessions refused at the limit
+	userRefused  spacedWarning  // sessions refused at MaxSessionsPerUser
+	fallbackDown spacedWarning  // strangers not relayed: the fallback origin failed
+	fallbackFull spacedWarning  // strangers not relayed: MaxFallbackRelays reached
+	fallbacks    int            // strangers being relayed to the fallback
+	maxFallbacks int            // MaxFallbackRelays (lower in tests)
+	perUser      map[string]int // sessions per user
 
 	wg sync.WaitGroup // connections and streams being served
 
@@ -255,6 +262,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sessions:  map[*liveSession]struct{}{},
 
 		maxFallbacks: MaxFallbackRelays,
+		perUser:      map[string]int{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.dial == nil {
@@ -440,7 +448,7 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer, done func()) {
 	if tc, ok := conn.(*tls.Conn); ok {
 		batch, _ = tc.NetConn().(*sockio.Batcher)
 	}
-	ls := &liveSession{}
+	ls := &liveSession{user: user}
 	ls.sess = session.NewServer(conn, session.Config{
 		Batch:         batch,
 		Poller:        &s.poller,

@@ -30,6 +30,9 @@ var (
 	// ErrTooManySessions refuses an authenticated client while the server
 	// carries MaxSessions sessions; the client gets an Alert saying so.
 	ErrTooManySessions = errors.New("anytls: server session limit reached")
+	// ErrUserSessionLimit refuses an authenticated client whose user holds
+	// MaxSessionsPerUser sessions; the client gets the same Alert.
+	ErrUserSessionLimit = errors.New("anytls: user session limit reached")
 	// ErrServerClosed is returned by Serve after Shutdown or Close, and
 	// refuses new streams on a draining server.
 	ErrServerClosed = errors.New("anytls: server closed")
@@ -53,6 +56,7 @@ type ServerStats struct {
 // liveSession is an authenticated session the server carries.
 type liveSession struct {
 	sess    *session.Session
+	user    string
 	streams int // streams being served; guarded by Server.mu
 }
 
@@ -92,14 +96,23 @@ func (s *Server) addSession(ls *liveSession, raw net.Conn) error {
 	if len(s.sessions) >= s.cfg.MaxSessions {
 		return ErrTooManySessions
 	}
+	if s.cfg.MaxSessionsPerUser > 0 && s.perUser[ls.user] >= s.cfg.MaxSessionsPerUser {
+		return ErrUserSessionLimit
+	}
 	delete(s.conns, raw)
 	s.sessions[ls] = struct{}{}
+	s.perUser[ls.user]++
 	return nil
 }
 
 func (s *Server) removeSession(ls *liveSession) {
 	s.mu.Lock()
-	delete(s.sessions, ls)
+	if _, ok := s.sessions[ls]; ok {
+		delete(s.sessions, ls)
+		if s.perUser[ls.user]--; s.perUser[ls.user] <= 0 {
+			delete(s.perUser, ls.user)
+		}
+	}
 	s.mu.Unlock()
 }
 
@@ -158,6 +171,19 @@ func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
 		s.log.Debug("session refused: server shutting down", "remote", remote, "user", user)
 		return
 	}
+	if errors.Is(err, ErrUserSessionLimit) {
+		s.mu.Lock()
+		warn, n := s.userRefused.event()
+		s.mu.Unlock()
+		if warn {
+			s.log.Warn("session refused: user limit reached", "remote", remote, "user", user,
+				"limit", s.cfg.MaxSessionsPerUser, "refused", n)
+		} else {
+			s.log.Debug("session refused: user limit reached (warned already)", "remote", remote, "user", user)
+		}
+		s.sendAlert(conn)
+		return
+	}
 	s.mu.Lock()
 	warn, n := s.refused.event()
 	s.mu.Unlock()
@@ -167,6 +193,11 @@ func (s *Server) refuseSession(conn net.Conn, err error, remote, user string) {
 	} else {
 		s.log.Debug("session refused: limit reached (warned already)", "remote", remote, "user", user)
 	}
+	s.sendAlert(conn)
+}
+
+// sendAlert tells a refused client that the server is busy.
+func (s *Server) sendAlert(conn net.Conn) {
 	frame, _ := wire.AppendFrame(nil, wire.CmdAlert, 0, []byte(alertBusy))
 	conn.SetWriteDeadline(time.Now().Add(session.DefaultAlertTimeout))
 	conn.Write(frame)

@@ -40,6 +40,7 @@ type fileConfig struct {
 	WriteTimeout       *duration `json:"write_timeout"`
 
 	MaxSessions          int `json:"max_sessions"`
+	MaxSessionsPerUser   int `json:"max_sessions_per_user"`
 	MaxStreamsPerSession int `json:"max_streams_per_session"`
 	StreamBuffer         int `json:"stream_buffer"`
 	SessionBuffer        int `json:"session_buffer"`
@@ -189,6 +190,7 @@ func (fc *fileConfig) serverFields(cfg *anytls.ServerConfig) {
 		cfg.WriteTimeout = time.Duration(*fc.WriteTimeout)
 	}
 	cfg.MaxStreamsPerSession = fc.MaxStreamsPerSession
+	cfg.MaxSessionsPerUser = fc.MaxSessionsPerUser
 	cfg.StreamBuffer = fc.StreamBuffer
 	cfg.SessionBuffer = fc.SessionBuffer
 }

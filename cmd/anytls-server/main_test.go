@@ -61,7 +61,7 @@ func TestConfigFileFields(t *testing.T) {
 		"auth_timeout": "7s", "connect_timeout": "3s", "destination_timeout": "20s",
 		"half_close_idle": "1m", "udp_idle_timeout": "90s", "drain_timeout": "45s",
 		"session_idle_timeout": "10m", "write_timeout": "-1s",
-		"max_sessions": 100, "max_streams_per_session": 64, "stream_buffer": 1048576, "session_buffer": 8388608,
+		"max_sessions": 100, "max_sessions_per_user": 7, "max_streams_per_session": 64, "stream_buffer": 1048576, "session_buffer": 8388608,
 		"local_destinations": "deny", "deny_private_destinations": true
 	}`)
 	fc, o := optionsFromFile(t, path)
@@ -79,7 +79,7 @@ func TestConfigFileFields(t *testing.T) {
 	fc.serverFields(&cfg)
 	if cfg.ConnectTimeout != 3*time.Second || cfg.DestinationTimeout != 20*time.Second || cfg.HalfCloseIdle != time.Minute ||
 		cfg.UDPIdleTimeout != 90*time.Second || cfg.SessionIdleTimeout != 10*time.Minute || cfg.WriteTimeout != -time.Second ||
-		cfg.MaxStreamsPerSession != 64 || cfg.StreamBuffer != 1<<20 || cfg.SessionBuffer != 8<<20 {
+		cfg.MaxStreamsPerSession != 64 || cfg.MaxSessionsPerUser != 7 || cfg.StreamBuffer != 1<<20 || cfg.SessionBuffer != 8<<20 {
 		t.Errorf("server fields %+v", cfg)
 	}
 	users, err := fc.users()

@@ -80,6 +80,8 @@ type udpAssociation struct {
 	mu     sync.Mutex     // guards client
 	client netip.AddrPort // where replies go, once known
 
+	strangers int // datagrams dropped for their source (read loop only)
+
 	endOnce sync.Once
 	end     func()
 }
@@ -221,7 +223,15 @@ func (a *udpAssociation) fromClient() {
 			return
 		}
 		if !a.accept(src) {
-			a.log.Debug("inbound: UDP datagram from a stranger dropped", "from", src)
+			// the first at Info: a client announcing one address and
+			// sending from another sees its UDP fail without a word
+			a.strangers++
+			level := slog.LevelDebug
+			if a.strangers == 1 {
+				level = slog.LevelInfo
+			}
+			a.log.Log(context.Background(), level, "inbound: UDP datagram from another address than the association's dropped",
+				"from", src, "expected_ip", a.allowIP, "expected_port", a.allowPort, "dropped", a.strangers)
 			continue
 		}
 		d := buf[:n]
