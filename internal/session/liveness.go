@@ -70,8 +70,21 @@ func (s *Session) noteRecv() {
 	s.lastRecv.Store(mono())
 	if s.probeAt.Load() != 0 {
 		s.suspicious.Store(false)
+		s.probeUnsent.Store(false)
 		s.probeAt.Store(0)
 	}
+}
+
+// probeWritten restarts the outstanding probe's clock now that it is on the
+// wire: a probe that waited behind a write the peer did not take (a peer
+// that stops reading while a destination is slow, as sing-anytls's server
+// does) says nothing about the path until it is sent. The write token is
+// held.
+func (s *Session) probeWritten() {
+	if p := s.probeAt.Load(); p != 0 {
+		s.probeAt.CompareAndSwap(p, mono())
+	}
+	s.probeUnsent.Store(false)
 }
 
 // Suspected reports whether the session is being probed because something
@@ -95,7 +108,8 @@ func (s *Session) suspect(serious bool) {
 	if !s.probeAt.CompareAndSwap(0, now) {
 		return
 	}
-	s.queueCtrl(wire.CmdHeartRequest, 0, nil)
+	s.probeUnsent.Store(true)
+	s.queue(wire.CmdHeartRequest, 0, nil, true)
 	s.armLiveness(s.cfg.ProbeTimeout)
 }
 
@@ -177,6 +191,12 @@ func (s *Session) checkLiveness() {
 			// answered, or our own reader is the bottleneck
 			s.suspicious.Store(false)
 			s.probeAt.Store(0)
+		case s.probeUnsent.Load():
+			// not on the wire yet: it waits behind a write of ours that the
+			// peer does not take. WriteTimeout bounds that wait; the
+			// verdict counts from the probe's write.
+			s.rearm(s.cfg.ProbeTimeout)
+			return
 		case time.Duration(now-p) >= s.cfg.ProbeTimeout:
 			s.log.Warn("session dead: no answer to a heartbeat", "waited", s.cfg.ProbeTimeout)
 			s.fail(ErrHeartbeatTimeout)

@@ -2,9 +2,11 @@ package session
 
 import (
 	"errors"
+	"io"
 	"testing"
 	"time"
 
+	"github.com/anytls-suite/anytls/internal/testnet"
 	"github.com/anytls-suite/anytls/internal/wire"
 )
 
@@ -67,5 +69,69 @@ func TestSYNACKTimeoutSuspectsBeforeStreamEnds(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("onClose did not run")
+	}
+}
+
+// A peer that stops reading while it holds back an upload (sing-anytls's
+// server does: its read loop waits for the destination) is not a dead
+// peer: the quiet probe cannot even be written. Its verdict counts from
+// when it is written, so the session survives the pause and the upload
+// completes. (It failed with ErrHeartbeatTimeout one QuietTimeout +
+// ProbeTimeout into the pause.)
+func TestProbeWaitsBehindBlockedWrite(t *testing.T) {
+	leakCheck(t)
+	cc, pc := testnet.Pair(t)
+	cc.SetWriteBuffer(32 << 10)
+	pc.SetReadBuffer(32 << 10)
+	const quiet, probe = 100 * time.Millisecond, 100 * time.Millisecond
+	sess := NewClient(cc, Config{Scheme: mustScheme(t, noShaping), QuietTimeout: quiet, ProbeTimeout: probe,
+		SYNACKTimeout: -1, Logger: testLogger()})
+	defer sess.Close()
+	pc.Write(frameBytes(wire.CmdServerSettings, 0, []byte("v=2")))
+	st, err := sess.OpenStream(t.Context(), testDst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 8 << 20
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := st.Write(make([]byte, size))
+		wrote <- err
+	}()
+	// the peer reads nothing for several quiet periods and probe timeouts
+	time.Sleep(4 * (quiet + probe)) // the pause under test
+	select {
+	case err := <-wrote:
+		t.Fatalf("the upload ended during the peer's pause: %v", err)
+	default:
+	}
+	if err := sess.Err(); err != nil {
+		t.Fatalf("session failed during the peer's pause: %v", err)
+	}
+	// the peer reads again, answering HeartRequests
+	go func() {
+		var h wire.Header
+		for {
+			if _, err := io.ReadFull(pc, h[:]); err != nil {
+				return
+			}
+			if _, err := io.CopyN(io.Discard, pc, int64(h.Length())); err != nil {
+				return
+			}
+			if h.Cmd() == wire.CmdHeartRequest {
+				pc.Write(frameBytes(wire.CmdHeartResponse, h.StreamID(), nil))
+			}
+		}
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("upload: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the upload did not complete")
+	}
+	if err := sess.Err(); err != nil {
+		t.Fatalf("session failed: %v", err)
 	}
 }

@@ -148,15 +148,17 @@ type Session struct {
 
 	// write side: wtoken is the write lock (a channel so that waits can be
 	// abandoned on deadlines); the fields below it are guarded by it.
-	wtoken  chan struct{}
-	wbuf    []byte
-	scratch []byte
-	sizes   []int
-	writes  int // writes made so far, for shaping (client)
+	wtoken     chan struct{}
+	wbuf       []byte
+	scratch    []byte
+	sizes      []int
+	writes     int  // writes made so far, for shaping (client)
+	probeTaken bool // the write in progress carries the outstanding probe
 
 	ctrlMu      sync.Mutex
 	ctrl        []byte // queued control frames
 	ctrlFlusher bool   // a flusher goroutine is scheduled
+	probeQueued bool   // ctrl holds the outstanding probe
 
 	mu      sync.Mutex // guards the fields below
 	streams map[uint32]*Stream
@@ -169,7 +171,8 @@ type Session struct {
 
 	// liveness (liveness.go)
 	lastRecv       atomic.Int64 // when the last frame was read (mono)
-	probeAt        atomic.Int64 // when the outstanding probe was sent (mono), or 0
+	probeAt        atomic.Int64 // when the outstanding probe was queued, then written (mono), or 0
+	probeUnsent    atomic.Bool  // the outstanding probe is not on the wire yet
 	holding        atomic.Bool  // the read loop waits for a slow lone stream
 	suspicious     atomic.Bool  // the outstanding probe has a serious reason
 	peerProbes     atomic.Bool  // the peer has sent a HeartRequest
@@ -408,6 +411,9 @@ func (s *Session) unlockWrite() { <-s.wtoken }
 // takeCtrl appends the queued control frames to dst. Write token held.
 func (s *Session) takeCtrl(dst []byte) []byte {
 	s.ctrlMu.Lock()
+	if s.probeQueued {
+		s.probeQueued, s.probeTaken = false, true
+	}
 	if len(s.ctrl) > 0 {
 		dst = append(dst, s.ctrl...)
 		s.ctrl = s.ctrl[:0]
@@ -427,8 +433,17 @@ const maxCtrlQueue = 256 << 10
 // queueCtrl queues a control frame to be sent by the next writer; it never
 // blocks. A queue over maxCtrlQueue kills the session.
 func (s *Session) queueCtrl(cmd wire.Cmd, sid uint32, data []byte) {
+	s.queue(cmd, sid, data, false)
+}
+
+// queue is queueCtrl; probe marks the frame as the outstanding probe,
+// whose verdict counts from when it is written.
+func (s *Session) queue(cmd wire.Cmd, sid uint32, data []byte, probe bool) {
 	s.ctrlMu.Lock()
 	s.ctrl, _ = wire.AppendFrame(s.ctrl, cmd, sid, data)
+	if probe {
+		s.probeQueued = true
+	}
 	queued := len(s.ctrl)
 	spawn := !s.ctrlFlusher
 	s.ctrlFlusher = true
@@ -522,6 +537,10 @@ func (s *Session) sendLocked(b []byte) error {
 		}
 		s.fail(fmt.Errorf("write: %w", err))
 		return s.Err()
+	}
+	if s.probeTaken {
+		s.probeTaken = false
+		s.probeWritten()
 	}
 	return nil
 }
@@ -692,12 +711,16 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 	quiet := time.Duration(now - s.lastRecv.Load())
 	probe := s.cfg.QuietTimeout > 0 && quiet >= s.cfg.QuietTimeout && s.PeerVersion() >= 2 &&
 		s.probeAt.CompareAndSwap(0, now)
+	if probe {
+		s.probeUnsent.Store(true)
+	}
 
 	err := s.lockWrite(canceller{ch: ctx.Done()})
 	if err == nil {
 		buf := s.takeCtrl(s.wbuf[:0])
 		if probe {
 			buf, _ = wire.AppendHeader(buf, wire.CmdHeartRequest, 0, 0)
+			s.probeTaken = true
 		}
 		buf, _ = wire.AppendHeader(buf, wire.CmdSYN, st.id, 0)
 		buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, alen)
