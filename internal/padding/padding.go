@@ -68,7 +68,17 @@ type Scheme struct {
 // ignored, as are keys other than "stop" and write numbers, so that a scheme
 // from a newer peer still parses. The raw text is kept as given: its md5 is
 // what peers compare.
-func Parse(raw []byte) (*Scheme, error) {
+func Parse(raw []byte) (*Scheme, error) { return parse(raw, false) }
+
+// ParseLenient parses a scheme as other AnyTLS clients read one that a
+// server pushes: an item that is not a range or c is skipped (a trailing
+// comma, "x", "0-10"), a range is cut to 1-MaxSize, write numbers from
+// MaxStop on are ignored and stop is cut to MaxStop. Only a missing or
+// unreadable stop fails. Lines keep their places: an item skipped here
+// shifts nothing else.
+func ParseLenient(raw []byte) (*Scheme, error) { return parse(raw, true) }
+
+func parse(raw []byte, lenient bool) (*Scheme, error) {
 	if len(raw) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes of text, more than one frame carries (%d)", ErrScheme, len(raw), MaxSize)
 	}
@@ -92,6 +102,9 @@ func Parse(raw []byte) (*Scheme, error) {
 		key, val := string(line[:eq]), string(line[eq+1:])
 		if key == "stop" {
 			n, err := strconv.Atoi(val)
+			if lenient && err == nil && n > MaxStop {
+				n = MaxStop
+			}
 			if err != nil || n < 0 || n > MaxStop {
 				return nil, fmt.Errorf("%w: line %d: stop=%q is not a number from 0 to %d", ErrScheme, lineNo, val, MaxStop)
 			}
@@ -103,7 +116,14 @@ func Parse(raw []byte) (*Scheme, error) {
 			continue // not a write number: tolerated for forward compatibility
 		}
 		if num >= MaxStop {
+			if lenient {
+				continue
+			}
 			return nil, fmt.Errorf("%w: line %d: write number %d is above %d", ErrScheme, lineNo, num, MaxStop-1)
+		}
+		if lenient {
+			byNum[num] = parseLineLenient(val)
+			continue
 		}
 		parts, err := parseLine(val)
 		if err != nil {
@@ -157,6 +177,31 @@ func parseLine(val string) ([]Part, error) {
 		parts = append(parts, Part{Min: lo, Max: hi})
 	}
 	return parts, nil
+}
+
+// parseLineLenient is parseLine skipping the items it cannot read.
+func parseLineLenient(val string) []Part {
+	parts := []Part{}
+	for _, item := range strings.Split(val, ",") {
+		if item == "c" {
+			parts = append(parts, Part{Check: true})
+			continue
+		}
+		a, b, ok := strings.Cut(item, "-")
+		lo, err1 := strconv.Atoi(a)
+		hi, err2 := strconv.Atoi(b)
+		if !ok || err1 != nil || err2 != nil {
+			continue
+		}
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		if lo < 1 || lo > MaxSize {
+			continue
+		}
+		parts = append(parts, Part{Min: lo, Max: min(hi, MaxSize)})
+	}
+	return parts
 }
 
 // Default returns the parsed default scheme. A Scheme is never modified

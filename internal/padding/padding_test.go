@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -348,7 +349,25 @@ func FuzzPaddingParse(f *testing.F) {
 	f.Add([]byte("stop=2\n1=1-2,"))
 	f.Add([]byte("0=30-30"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		lenient, lerr := ParseLenient(raw)
 		s, err := Parse(raw)
+		if err == nil && (lerr != nil || lenient.Stop() != s.Stop()) {
+			t.Fatalf("the lenient parser disagrees with the strict one: %v", lerr)
+		}
+		for i := 0; err == nil && i < s.Stop(); i++ {
+			if !slices.Equal(lenient.Line(i), s.Line(i)) {
+				t.Fatalf("line %d: lenient %v, strict %v", i, lenient.Line(i), s.Line(i))
+			}
+		}
+		if lerr == nil {
+			for i := 0; i < lenient.Stop(); i++ {
+				for _, p := range lenient.Line(i) {
+					if !p.Check && (p.Min < 1 || p.Max > MaxSize || p.Min > p.Max) {
+						t.Fatalf("lenient line %d has part %+v", i, p)
+					}
+				}
+			}
+		}
 		if err != nil {
 			if s != nil || !errors.Is(err, ErrScheme) {
 				t.Fatalf("error %v does not wrap ErrScheme (scheme %v)", err, s)
@@ -397,4 +416,45 @@ func FuzzPaddingParse(f *testing.F) {
 		// Normalizing and re-parsing an accepted scheme never panics.
 		_, _ = Parse(Normalize(raw))
 	})
+}
+
+// ParseLenient reads what a sing-anytls client reads from a pushed scheme:
+// it skips the items it cannot read, and fails only without a stop.
+func TestParseLenient(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		line int
+		want []Part
+	}{
+		{"stop=3\n1=100-400,", 1, []Part{{Min: 100, Max: 400}}},
+		{"stop=3\n1=100-400,x,c", 1, []Part{{Min: 100, Max: 400}, {Check: true}}},
+		{"stop=3\n1=", 1, []Part{}},
+		{"stop=3\n1=0-10,100-400", 1, []Part{{Min: 100, Max: 400}}},
+		{"stop=3\n1=500-70000", 1, []Part{{Min: 500, Max: MaxSize}}},
+		{"stop=3\n1=1-2-3,7-7", 1, []Part{{Min: 7, Max: 7}}},
+		{"stop=2000\n1=5-5\n1500=9-9", 1, []Part{{Min: 5, Max: 5}}},
+	} {
+		if _, err := Parse([]byte(tc.text)); err == nil {
+			t.Errorf("%q: the strict parser accepts it; pick a case it refuses", tc.text)
+		}
+		s, err := ParseLenient([]byte(tc.text))
+		if err != nil {
+			t.Errorf("%q: %v", tc.text, err)
+			continue
+		}
+		if got := s.Line(tc.line); !slices.Equal(got, tc.want) {
+			t.Errorf("%q: line %d = %v, want %v", tc.text, tc.line, got, tc.want)
+		}
+		if s.MD5() != fmt.Sprintf("%x", md5.Sum([]byte(tc.text))) {
+			t.Errorf("%q: md5 not of the raw text", tc.text)
+		}
+	}
+	if s, err := ParseLenient([]byte("stop=2000\n1=5-5")); err != nil || s.Stop() != MaxStop {
+		t.Errorf("stop=2000: %v, %v; want it cut to %d", s, err, MaxStop)
+	}
+	for _, text := range []string{"1=5-5", "stop=x\n1=5-5", "stop=-1"} {
+		if _, err := ParseLenient([]byte(text)); err == nil {
+			t.Errorf("%q: accepted without a usable stop", text)
+		}
+	}
 }

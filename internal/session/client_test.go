@@ -157,7 +157,22 @@ func TestClientUpdatePaddingScheme(t *testing.T) {
 			t.Fatal("OnScheme not called for a valid scheme")
 		}
 
-		for _, invalid := range []string{"", "0=1-2", "stop=1\n0=0-9", "stop=x", "stop=2\n1=1-2,"} {
+		// items that do not parse are skipped, as sing-anytls's client
+		// skips them: the scheme is taken all the same
+		for _, odd := range []string{"stop=1\n0=0-9", "stop=2\n1=1-2,"} {
+			env.p.send(wire.CmdUpdatePaddingScheme, 0, []byte(odd))
+			env.p.expectQuiet("scheme with odd items")
+			select {
+			case sc := <-pushed:
+				if string(sc.Raw()) != odd {
+					t.Fatalf("OnScheme got %q, want %q", sc.Raw(), odd)
+				}
+			default:
+				t.Fatalf("OnScheme not called for %q", odd)
+			}
+		}
+
+		for _, invalid := range []string{"", "0=1-2", "stop=x"} {
 			env.p.send(wire.CmdUpdatePaddingScheme, 0, []byte(invalid))
 		}
 		env.p.expectQuiet("invalid schemes")

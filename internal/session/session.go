@@ -1210,8 +1210,15 @@ func (s *Session) onSettings(body []byte) {
 func (s *Session) onScheme(body []byte) {
 	sc, err := padding.Parse(body)
 	if err != nil {
-		s.log.Warn("server pushed a padding scheme that does not parse; keeping the current one", "err", err)
-		return
+		// read it as other clients do, skipping what they skip, so that
+		// we shape as they do and the server does not push it again
+		lenient, lerr := padding.ParseLenient(body)
+		if lerr != nil {
+			s.log.Warn("server pushed a padding scheme that does not parse; keeping the current one", "err", lerr)
+			return
+		}
+		s.log.Info("server pushed a padding scheme with items other clients skip; skipping them too", "err", err)
+		sc = lenient
 	}
 	s.log.Debug("server pushed a padding scheme", "md5", sc.MD5())
 	if s.cfg.OnScheme != nil {
