@@ -62,6 +62,7 @@ type Scheme struct {
 	md5   string
 	stop  int
 	lines [][]Part // index = write number, nil when the line is missing
+	auth  []Part   // line 0, kept even when stop is 0 (AuthPadding)
 }
 
 // Parse parses a scheme. Errors name the offending line. Lines without '=' are
@@ -134,6 +135,7 @@ func parse(raw []byte, lenient bool) (*Scheme, error) {
 	if !haveStop {
 		return nil, fmt.Errorf("%w: no stop=N line", ErrScheme)
 	}
+	s.auth = byNum[0]
 	s.lines = make([][]Part, s.stop)
 	for num, parts := range byNum {
 		if num < s.stop {
@@ -254,7 +256,7 @@ func (s *Scheme) Sizes(dst []int, i int) []int {
 // AuthPadding returns the padding0 length for the authentication preamble:
 // the first size of line 0, or 0 without one.
 func (s *Scheme) AuthPadding() int {
-	for _, p := range s.Line(0) {
+	for _, p := range s.auth {
 		if p.Check {
 			continue
 		}

@@ -300,7 +300,7 @@ func TestAuthPadding(t *testing.T) {
 		{DefaultText, 30, 30},
 		{"stop=1\n0=100-200", 100, 199},
 		{"stop=1", 0, 0},
-		{"stop=0\n0=30-30", 0, 0}, // line 0 beyond stop
+		{"stop=0\n0=30-30", 30, 30}, // line 0 counts whatever stop says, as for sing-anytls
 		{"stop=1\n0=c", 0, 0},
 		{"stop=2\n1=5-5", 0, 0},
 	}

@@ -1,6 +1,9 @@
 package wire
 
-import "bytes"
+import (
+	"bytes"
+	"strconv"
+)
 
 // Settings keys used by protocol version 2.
 const (
@@ -15,7 +18,8 @@ type Setting struct {
 }
 
 // Settings is the decoded form of a Settings or ServerSettings frame, in wire
-// order. Keys are not required to be unique; Get returns the first.
+// order. Keys are not required to be unique; Get returns the last, as
+// sing-anytls reads them.
 type Settings []Setting
 
 // MaxSettingsLines bounds how many lines ParseSettings keeps; a frame is at
@@ -41,11 +45,11 @@ func ParseSettings(b []byte) Settings {
 	return s
 }
 
-// Get returns the value of the first line with key k.
+// Get returns the value of the last line with key k.
 func (s Settings) Get(k string) (string, bool) {
-	for _, kv := range s {
-		if kv.Key == k {
-			return kv.Value, true
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i].Key == k {
+			return s[i].Value, true
 		}
 	}
 	return "", false
@@ -66,21 +70,15 @@ func (s Settings) Append(dst []byte) []byte {
 }
 
 // Version returns the peer's announced protocol version: the integer value of
-// "v", or 1 when it is missing or not a small positive number.
+// "v" as strconv.Atoi reads it ("+2" and "002" are 2, as for sing-anytls),
+// or 1 when it is missing, not a number or below 1.
 func (s Settings) Version() int {
 	v, ok := s.Get(KeyVersion)
-	if !ok || v == "" || len(v) > 4 {
+	if !ok {
 		return 1
 	}
-	n := 0
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < '0' || c > '9' {
-			return 1
-		}
-		n = n*10 + int(c-'0')
-	}
-	if n < 1 {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
 		return 1
 	}
 	return n

@@ -92,8 +92,8 @@ func TestParseSettingsLimit(t *testing.T) {
 
 func TestSettingsGet(t *testing.T) {
 	s := ParseSettings([]byte("a=1\nb=\na=2"))
-	if v, ok := s.Get("a"); !ok || v != "1" {
-		t.Errorf("Get(a) = %q, %v; want first value 1", v, ok)
+	if v, ok := s.Get("a"); !ok || v != "2" {
+		t.Errorf("Get(a) = %q, %v; want the last value 2, as sing-anytls reads it", v, ok)
 	}
 	if v, ok := s.Get("b"); !ok || v != "" {
 		t.Errorf("Get(b) = %q, %v", v, ok)
@@ -118,10 +118,10 @@ func TestSettingsVersion(t *testing.T) {
 		{"client=x", 1},
 		{"v=abc", 1},
 		{"v=0", 1},
-		{"v=99999", 1},
+		{"v=99999", 99999},
 		{"v=", 1},
 		{"v=-2", 1},
-		{"v=+2", 1},
+		{"v=+2", 2}, // strconv.Atoi, as sing-anytls
 		{"v= 2", 1},
 		{"v=2 ", 1},
 		{"v=2.0", 1},
@@ -129,7 +129,9 @@ func TestSettingsVersion(t *testing.T) {
 		{"v=9999", 9999},
 		{"v=0002", 2},
 		{"client=x\nv=2", 2},
-		{"v=2\nv=1", 2}, // first wins
+		{"v=2\nv=1", 1}, // the last wins, as in sing-anytls
+		{"v=1\nv=2", 2},
+		{"v=99999999999999999999", 1},
 		{"V=2", 1},      // keys are case-sensitive
 	}
 	for _, tt := range tests {
