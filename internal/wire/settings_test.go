@@ -132,7 +132,7 @@ func TestSettingsVersion(t *testing.T) {
 		{"v=2\nv=1", 1}, // the last wins, as in sing-anytls
 		{"v=1\nv=2", 2},
 		{"v=99999999999999999999", 1},
-		{"V=2", 1},      // keys are case-sensitive
+		{"V=2", 1}, // keys are case-sensitive
 	}
 	for _, tt := range tests {
 		if got := ParseSettings([]byte(tt.in)).Version(); got != tt.want {
