@@ -176,6 +176,9 @@ type Client struct {
 	pool   *pool.Pool
 	dial   func(ctx context.Context, network, address string) (net.Conn, error)
 	poller sockio.Poller // where the read loops of idle sessions wait
+	// serverV1: the last session found the server to speak version 1, so
+	// new sessions take streams as open without waiting for a SYNACK
+	serverV1 atomic.Bool
 }
 
 // NewClient validates cfg and returns a client. No connection is made until
@@ -352,6 +355,8 @@ func (c *Client) dialSession(ctx context.Context, onClose func(error)) (*session
 		Scheme:        scheme,
 		ClientName:    c.cfg.ClientName,
 		OnScheme:      c.storeScheme,
+		PeerV1:        c.serverV1.Load(),
+		OnPeerVersion: c.serverV1.Store,
 		StreamBuffer:  c.cfg.StreamBuffer,
 		SessionBuffer: c.cfg.SessionBuffer,
 		SYNACKTimeout: c.cfg.SYNACKTimeout,

@@ -251,6 +251,9 @@ func (s *Session) synackExpired(st *Stream) {
 	}
 	if s.PeerVersion() < 2 {
 		st.synackOK()
+		if !s.serverSettings.Load() && s.cfg.OnPeerVersion != nil {
+			s.cfg.OnPeerVersion(true) // the next sessions need not wait
+		}
 		return
 	}
 	s.log.Info("no SYNACK in time: failing the stream and probing the session",

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -133,5 +134,63 @@ func TestProbeWaitsBehindBlockedWrite(t *testing.T) {
 	}
 	if err := sess.Err(); err != nil {
 		t.Fatalf("session failed: %v", err)
+	}
+}
+
+// A client learns that its server speaks version 1, so that its later
+// sessions take streams as open at once instead of waiting the SYNACK
+// timeout for a SYNACK that will not come (with WaitSYNACK, every stream
+// to a v1 server waited that long).
+func TestPeerV1Learned(t *testing.T) {
+	t.Run("from the SYNACK deadline", func(t *testing.T) {
+		leakCheck(t)
+		found := make(chan bool, 4)
+		env := startClient(t, connKinds[0], Config{SYNACKTimeout: 50 * time.Millisecond,
+			OnPeerVersion: func(v1 bool) { found <- v1 }})
+		st := env.open(t, testDst) // the peer, a v1 server, says nothing
+		if err := st.WaitSYNACK(t.Context()); err != nil {
+			t.Fatalf("WaitSYNACK = %v", err)
+		}
+		if v1 := <-found; !v1 {
+			t.Fatal("not found to be v1")
+		}
+	})
+	t.Run("known already", func(t *testing.T) {
+		leakCheck(t)
+		env := startClient(t, connKinds[0], Config{SYNACKTimeout: time.Hour, PeerV1: true})
+		st := env.open(t, testDst)
+		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+		defer cancel()
+		if err := st.WaitSYNACK(ctx); err != nil {
+			t.Fatalf("WaitSYNACK = %v, want the stream open at once", err)
+		}
+	})
+	for _, v := range []string{"1", "2"} {
+		t.Run("ServerSettings v="+v, func(t *testing.T) {
+			leakCheck(t)
+			found := make(chan bool, 4)
+			env := startClient(t, connKinds[0], Config{SYNACKTimeout: time.Hour, PeerV1: v == "2",
+				OnPeerVersion: func(v1 bool) { found <- v1 }})
+			env.p.send(wire.CmdServerSettings, 0, []byte("v="+v))
+			env.p.barrier() // Settings and the announcing HeartRequest come first
+			if v1 := <-found; v1 != (v == "1") {
+				t.Fatalf("v=%s: found v1 %v", v, v1)
+			}
+			st, err := env.sess.OpenStream(t.Context(), testDst, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			env.p.expect(wire.CmdSYN, st.ID())
+			env.p.expect(wire.CmdPSH, st.ID())
+			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+			defer cancel()
+			err = st.WaitSYNACK(ctx)
+			if v == "1" && err != nil {
+				t.Fatalf("v=1: WaitSYNACK = %v, want the stream open at once", err)
+			}
+			if v == "2" && err == nil {
+				t.Fatal("v=2: the stream was taken as open without a SYNACK")
+			}
+		})
 	}
 }

@@ -59,6 +59,15 @@ type Config struct {
 	// OnScheme (client) receives a padding scheme pushed by the server. It is
 	// called from the read loop and must not block.
 	OnScheme func(*padding.Scheme)
+	// PeerV1 (client) says that earlier sessions found the server to speak
+	// version 1: streams are taken as open at once, not after the SYNACK
+	// timeout, until a ServerSettings frame says otherwise.
+	PeerV1 bool
+	// OnPeerVersion (client) learns what the session found: v1 true when
+	// the server sent no ServerSettings before its SYNACK deadline or
+	// announced version 1, false when it announced version 2 or more. It
+	// is called from the read loop or a timer and must not block.
+	OnPeerVersion func(v1 bool)
 
 	// ServerScheme (server) returns the scheme to push to clients whose md5
 	// differs. Nil means the default scheme.
@@ -741,9 +750,12 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 	case s.cfg.QuietTimeout > 0:
 		s.armLiveness(max(s.cfg.QuietTimeout-quiet, time.Millisecond))
 	}
-	if s.dataSeen.Load() && !s.serverSettings.Load() {
-		st.synackOK() // a v1 server: no SYNACK will come
-	} else {
+	settings := s.serverSettings.Load()
+	switch {
+	case settings && s.PeerVersion() < 2, // a server that said it is v1
+		!settings && (s.dataSeen.Load() || s.cfg.PeerV1): // one that behaves, or behaved, as v1
+		st.synackOK() // no SYNACK will come
+	default:
 		s.armSYNACK(st)
 	}
 	return st, nil
@@ -959,6 +971,9 @@ func (s *Session) readFrames() error {
 				s.peerVersion.Store(int32(min(v, 255)))
 				s.serverSettings.Store(true)
 				s.log.Debug("server settings", "version", v)
+				if s.cfg.OnPeerVersion != nil {
+					s.cfg.OnPeerVersion(v < 2)
+				}
 			}
 		case wire.CmdAlert:
 			var body []byte
@@ -1055,6 +1070,9 @@ func (s *Session) onPSH(sid uint32, n int) error {
 	}
 	if s.client && !s.dataSeen.Load() {
 		s.dataSeen.Store(true)
+		if !s.serverSettings.Load() && s.cfg.OnPeerVersion != nil {
+			s.cfg.OnPeerVersion(true) // a v2 server sends ServerSettings first
+		}
 	}
 	held, added := st.push(buf)
 	if held <= 0 { // written out at once, or the stream is gone: buf is freed
