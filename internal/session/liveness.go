@@ -80,11 +80,12 @@ func (s *Session) noteRecv() {
 // that stops reading while a destination is slow, as sing-anytls's server
 // does) says nothing about the path until it is sent. The write token is
 // held.
-func (s *Session) probeWritten() {
-	if p := s.probeAt.Load(); p != 0 {
-		s.probeAt.CompareAndSwap(p, mono())
+// taken is the probeAt of the probe the write carried: a probe answered
+// meanwhile, and a newer one queued since, are left alone.
+func (s *Session) probeWritten(taken int64) {
+	if s.probeAt.CompareAndSwap(taken, mono()) {
+		s.probeUnsent.Store(false)
 	}
-	s.probeUnsent.Store(false)
 }
 
 // Suspected reports whether the session is being probed because something

@@ -194,3 +194,84 @@ func TestPeerV1Learned(t *testing.T) {
 		})
 	}
 }
+
+// waitUntil polls f until it holds, failing the test after testTimeout.
+func waitUntil(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A write that carried a probe and completes after that probe was answered
+// and a newer one queued does not mark the newer one as written: it still
+// waits behind the next write, and its verdict must not run.
+func TestStaleWriteLeavesNewProbeUnsent(t *testing.T) {
+	leakCheck(t)
+	const probe = 100 * time.Millisecond
+	env := startClient(t, connKinds[0], Config{QuietTimeout: -1, ProbeTimeout: probe, SYNACKTimeout: -1})
+	s := env.sess
+	env.p.send(wire.CmdServerSettings, 0, []byte("v=2"))
+	env.p.barrier()
+	waitUntil(t, "version 2", func() bool { return s.PeerVersion() == 2 })
+
+	if err := s.lockWrite(canceller{}); err != nil { // a writer
+		t.Fatal(err)
+	}
+	s.suspect(false)       // probe 1 queued
+	buf := s.takeCtrl(nil) // the writer takes it
+	env.p.send(wire.CmdHeartResponse, 0, nil)
+	waitUntil(t, "probe 1 answered", func() bool { return s.probeAt.Load() == 0 })
+	s.suspect(true) // probe 2 queued behind the writer
+	if err := s.sendLocked(buf); err != nil {
+		t.Fatal(err)
+	}
+	if !s.probeUnsent.Load() {
+		t.Fatal("probe 2 taken as written by the write that carried probe 1")
+	}
+	// the next write would be stuck behind a peer that does not read
+	time.Sleep(4 * probe) // the wait under test
+	err := s.Err()
+	s.unlockWrite()
+	if err != nil {
+		t.Fatalf("session declared dead while its probe was never written: %v", err)
+	}
+}
+
+// An OpenStream that claimed a probe but gave up waiting for the write lock
+// releases the claim: later quiet checks probe again, and a silent peer is
+// still found dead.
+func TestAbandonedInlineProbeReleased(t *testing.T) {
+	leakCheck(t)
+	const quiet, probe = 50 * time.Millisecond, 50 * time.Millisecond
+	env := startClient(t, connKinds[0], Config{QuietTimeout: quiet, ProbeTimeout: probe,
+		IdleHeartbeat: time.Hour, SYNACKTimeout: -1})
+	s := env.sess
+	env.p.send(wire.CmdServerSettings, 0, []byte("v=2"))
+	env.p.barrier()
+	waitUntil(t, "version 2", func() bool { return s.PeerVersion() == 2 })
+	time.Sleep(2 * quiet) // quiet for longer than QuietTimeout: the next OpenStream probes
+
+	if err := s.lockWrite(canceller{}); err != nil { // another writer holds the lock
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	_, err := s.OpenStream(ctx, testDst, nil)
+	cancel()
+	s.unlockWrite()
+	if err == nil {
+		t.Fatal("OpenStream succeeded past a held write lock")
+	}
+	if s.probeAt.Load() != 0 || s.probeUnsent.Load() {
+		t.Fatal("the abandoned probe is still claimed")
+	}
+	// the peer says nothing from now on; a stream is open, writes pass
+	if _, err := s.OpenStream(t.Context(), testDst, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the silent peer found dead", func() bool { return errors.Is(s.Err(), ErrHeartbeatTimeout) })
+}

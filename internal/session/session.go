@@ -162,7 +162,7 @@ type Session struct {
 	scratch    []byte
 	sizes      []int
 	writes     int  // writes made so far, for shaping (client)
-	probeTaken bool // the write in progress carries the outstanding probe
+	probeTaken int64 // the write in progress carries the probe of this probeAt, or 0
 
 	ctrlMu      sync.Mutex
 	ctrl        []byte // queued control frames
@@ -421,7 +421,7 @@ func (s *Session) unlockWrite() { <-s.wtoken }
 func (s *Session) takeCtrl(dst []byte) []byte {
 	s.ctrlMu.Lock()
 	if s.probeQueued {
-		s.probeQueued, s.probeTaken = false, true
+		s.probeQueued, s.probeTaken = false, s.probeAt.Load()
 	}
 	if len(s.ctrl) > 0 {
 		dst = append(dst, s.ctrl...)
@@ -492,11 +492,11 @@ func (s *Session) writeFrame(cmd wire.Cmd, sid uint32, data []byte, cancel cance
 		return err
 	}
 	defer s.unlockWrite()
-	buf := s.takeCtrl(s.wbuf[:0])
-	buf, err := wire.AppendFrame(buf, cmd, sid, data)
-	if err != nil {
-		return err
+	if len(data) > wire.MaxPayload { // before taking the control frames, which would be lost
+		return wire.ErrPayloadTooLarge
 	}
+	buf := s.takeCtrl(s.wbuf[:0])
+	buf, _ = wire.AppendFrame(buf, cmd, sid, data)
 	return s.writeLocked(buf)
 }
 
@@ -547,9 +547,9 @@ func (s *Session) sendLocked(b []byte) error {
 		s.fail(fmt.Errorf("write: %w", err))
 		return s.Err()
 	}
-	if s.probeTaken {
-		s.probeTaken = false
-		s.probeWritten()
+	if s.probeTaken != 0 {
+		s.probeWritten(s.probeTaken)
+		s.probeTaken = 0
 	}
 	return nil
 }
@@ -729,7 +729,7 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 		buf := s.takeCtrl(s.wbuf[:0])
 		if probe {
 			buf, _ = wire.AppendHeader(buf, wire.CmdHeartRequest, 0, 0)
-			s.probeTaken = true
+			s.probeTaken = now
 		}
 		buf, _ = wire.AppendHeader(buf, wire.CmdSYN, st.id, 0)
 		buf, _ = wire.AppendHeader(buf, wire.CmdPSH, st.id, alen)
@@ -738,6 +738,9 @@ func (s *Session) OpenStream(ctx context.Context, dst wire.Addr, onClose func())
 		s.unlockWrite()
 	}
 	if err != nil {
+		if probe && s.probeAt.CompareAndSwap(now, 0) {
+			s.probeUnsent.Store(false) // never sent: the next quiet check probes again
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
 			err = ctx.Err()
 		}
