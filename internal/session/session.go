@@ -161,7 +161,7 @@ type Session struct {
 	wbuf       []byte
 	scratch    []byte
 	sizes      []int
-	writes     int  // writes made so far, for shaping (client)
+	writes     int   // writes made so far, for shaping (client)
 	probeTaken int64 // the write in progress carries the probe of this probeAt, or 0
 
 	ctrlMu      sync.Mutex
