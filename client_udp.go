@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/anytls-suite/anytls/internal/uot"
 	"github.com/anytls-suite/anytls/internal/wire"
@@ -49,12 +50,23 @@ func (c *Client) ListenPacket(ctx context.Context) (net.PacketConn, error) {
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: "udp", Err: err}
 	}
-	pc, err := uot.NewPacketConn(st, false, c.log)
+	pc, err := uot.NewPacketConn(withinCtx(ctx, st), false, c.log)
+	st.SetWriteDeadline(time.Time{})
 	if err != nil {
 		st.Close()
-		return nil, err
+		return nil, &net.OpError{Op: "listen", Net: "udp", Err: err}
 	}
 	return pc, nil
+}
+
+// withinCtx gives st's writes ctx's deadline, so that the association's
+// request, written when it opens, does not wait longer than the caller
+// allows; the caller clears it.
+func withinCtx(ctx context.Context, st net.Conn) net.Conn {
+	if d, ok := ctx.Deadline(); ok {
+		st.SetWriteDeadline(d)
+	}
+	return st
 }
 
 // familyFits reports whether an IP destination is of the version network
@@ -87,10 +99,11 @@ func (c *Client) dialUDP(ctx context.Context, network, address string) (net.Conn
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: uot.NetAddr(dst), Err: err}
 	}
-	conn, err := uot.NewConn(st, dst, c.log)
+	conn, err := uot.NewConn(withinCtx(ctx, st), dst, c.log)
+	st.SetWriteDeadline(time.Time{})
 	if err != nil {
 		st.Close()
-		return nil, err
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: uot.NetAddr(dst), Err: err}
 	}
 	return conn, nil
 }

@@ -62,6 +62,9 @@ func TestFallbackRelaysBounded(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the first stranger was not relayed")
 	}
+	if n := s.Stats().Pending; n != 1 {
+		t.Errorf("Stats().Pending = %d with one stranger relayed, want 1", n)
+	}
 	second := stranger()
 	defer second.Close()
 	if _, err := io.Copy(io.Discard, second); err != nil {

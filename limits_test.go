@@ -304,3 +304,21 @@ func TestMaxSessionsPerUser(t *testing.T) {
 	again.settings()
 	again.echoStream(1, echo, "room again for the user")
 }
+
+// Users are told apart by their passwords, not their names: two users that
+// share a name have a session bound each.
+func TestMaxSessionsPerUserSameName(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t)
+	const twinPassword = "a twin's password"
+	addr, _, _ := startServer(t, func(c *anytls.ServerConfig) {
+		c.Users = append(c.Users, anytls.User{Name: "tester", Password: twinPassword})
+		c.MaxSessionsPerUser = 1
+	})
+	for _, pw := range []string{testPassword, twinPassword} {
+		r := dialRaw(t, addr)
+		r.writeChunks(preamble(pw, 30), 64)
+		r.settings()
+		r.echoStream(1, echo, "one session each")
+	}
+}

@@ -211,6 +211,7 @@ type Server struct {
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{} // not (yet) trusted
+	origins   map[net.Conn]struct{} // the fallback origin sides of relayed strangers
 	sessions  map[*liveSession]struct{}
 	closed    bool
 	draining  bool
@@ -259,6 +260,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		dial:      cfg.Dial,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
+		origins:   map[net.Conn]struct{}{},
 		sessions:  map[*liveSession]struct{}{},
 
 		maxFallbacks: MaxFallbackRelays,
@@ -369,16 +371,24 @@ func (s *Server) stopping() bool {
 	return s.closed || s.draining
 }
 
-func (s *Server) track(c net.Conn, add bool) bool {
+// track adds c to (or removes it from) the connections that are not yet
+// trusted, which Shutdown and Close close; add fails once they have begun.
+func (s *Server) track(c net.Conn, add bool) bool { return s.trackIn(s.conns, c, add) }
+
+// trackOrigin is track for the fallback origin's side of a relayed stranger,
+// kept apart so that Stats counts each stranger once.
+func (s *Server) trackOrigin(c net.Conn, add bool) bool { return s.trackIn(s.origins, c, add) }
+
+func (s *Server) trackIn(set map[net.Conn]struct{}, c net.Conn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
 		if s.closed || s.draining {
 			return false
 		}
-		s.conns[c] = struct{}{}
+		set[c] = struct{}{}
 	} else {
-		delete(s.conns, c)
+		delete(set, c)
 	}
 	return true
 }
@@ -393,6 +403,9 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for c := range s.conns {
+		c.Close()
+	}
+	for c := range s.origins {
 		c.Close()
 	}
 	s.mu.Unlock()
@@ -437,7 +450,7 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer, done func()) {
 		remote = a.String()
 	}
 	raw.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	conn, user, ok := s.preTrust(raw, remote)
+	conn, user, key, ok := s.preTrust(raw, remote)
 	if !ok {
 		end()
 		return
@@ -448,7 +461,7 @@ func (s *Server) serveConn(raw net.Conn, out *outbound.Dialer, done func()) {
 	if tc, ok := conn.(*tls.Conn); ok {
 		batch, _ = tc.NetConn().(*sockio.Batcher)
 	}
-	ls := &liveSession{user: user}
+	ls := &liveSession{user: key}
 	ls.sess = session.NewServer(conn, session.Config{
 		Batch:         batch,
 		Poller:        &s.poller,

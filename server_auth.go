@@ -114,10 +114,11 @@ func failureReason(err error) string {
 
 // preTrust runs the TLS handshake and reads the authentication preamble,
 // under the deadline the caller has set on raw. It returns the connection
-// to run a session on and the user's name; ok false means the connection
+// to run a session on, the user's name, and a key that tells users apart (the
+// hash they authenticated with); ok false means the connection
 // was not trusted and has been dealt with (fallback, web answer, or the
 // wait for the deadline): the caller only closes it.
-func (s *Server) preTrust(raw net.Conn, remote string) (conn net.Conn, user string, ok bool) {
+func (s *Server) preTrust(raw net.Conn, remote string) (conn net.Conn, user, key string, ok bool) {
 	conn = raw
 	if s.cfg.TLSConfig != nil {
 		tc := tls.Server(sockio.NewBatcher(raw), s.cfg.TLSConfig)
@@ -127,7 +128,7 @@ func (s *Server) preTrust(raw net.Conn, remote string) (conn net.Conn, user stri
 			if errors.As(err, &rhe) && rhe.Conn != nil && tlsHeaderLooksLikeHTTP(rhe.RecordHeader) {
 				io.WriteString(rhe.Conn, httpOnTLSPort)
 			}
-			return nil, "", false
+			return nil, "", "", false
 		}
 		conn = tc
 	}
@@ -142,15 +143,15 @@ func (s *Server) preTrust(raw net.Conn, remote string) (conn net.Conn, user stri
 		s.log.Debug("authentication failed", "remote", remote, "reason", failureReason(err), "read", n)
 		s.untrusted(conn, pre[:n], err, remote)
 		conn.Close() // with close_notify while the deadline allows, as net/http closes
-		return nil, "", false
+		return nil, "", "", false
 	}
 	if pad := int(binary.BigEndian.Uint16(pre[wire.AuthHashLen:])); pad > 0 {
 		if _, err := io.CopyN(io.Discard, conn, int64(pad)); err != nil {
 			s.log.Debug("reading authentication padding failed", "remote", remote, "user", user, "err", err)
-			return nil, "", false
+			return nil, "", "", false
 		}
 	}
-	return conn, user, true
+	return conn, user, string(pre[:wire.AuthHashLen]), true
 }
 
 // readPreamble fills pre from conn, across as many reads (TLS records) as
@@ -234,7 +235,7 @@ func (s *Server) fallback(conn net.Conn, consumed []byte, remote string) {
 	s.mu.Unlock()
 	if full {
 		if warn {
-			s.log.Warn("stranger closed: fallback relays at their limit", "limit", MaxFallbackRelays, "closed", n)
+			s.log.Warn("stranger closed: fallback relays at their limit", "limit", s.maxFallbacks, "closed", n)
 		}
 		return
 	}
@@ -260,11 +261,11 @@ func (s *Server) fallback(conn net.Conn, consumed []byte, remote string) {
 	// Shutdown and Close close this side too: once the prober has
 	// half-closed, closing its side alone would leave the relay waiting
 	// on the fallback origin for HalfCloseIdle
-	if !s.track(out, true) {
+	if !s.trackOrigin(out, true) {
 		out.Close()
 		return
 	}
-	defer s.track(out, false)
+	defer s.trackOrigin(out, false)
 	if len(consumed) > 0 {
 		if _, err := out.Write(consumed); err != nil {
 			out.Close()

@@ -56,7 +56,7 @@ type ServerStats struct {
 // liveSession is an authenticated session the server carries.
 type liveSession struct {
 	sess    *session.Session
-	user    string
+	user    string // the user's password hash: names need not be unique
 	streams int // streams being served; guarded by Server.mu
 }
 
@@ -248,6 +248,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	for c := range s.conns {
+		c.Close()
+	}
+	for c := range s.origins {
 		c.Close()
 	}
 	var idle []*liveSession
