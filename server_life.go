@@ -57,7 +57,7 @@ type ServerStats struct {
 type liveSession struct {
 	sess    *session.Session
 	user    string // the user's password hash: names need not be unique
-	streams int // streams being served; guarded by Server.mu
+	streams int    // streams being served; guarded by Server.mu
 }
 
 // Stats returns the server's current counts.
