@@ -278,7 +278,10 @@ func (s *server) reload() {
 			s.log.Error("reload: configuration file", "err", err)
 		} else {
 			s.reloadUsers(fc)
+			s.reloadScheme(fc)
 		}
+	} else {
+		s.reloadScheme(nil) // -padding-scheme, if given
 	}
 	if s.certs != nil {
 		if err := s.certs.Reload(); err != nil {
@@ -303,9 +306,14 @@ func (s *server) reloadUsers(fc *fileConfig) {
 			s.log.Info("reload: users loaded", "users", userNames(users))
 		}
 	}
-	scheme := fc.PaddingScheme
-	if s.o.explicit["padding-scheme"] {
-		scheme = s.o.schemeFile
+}
+
+// reloadScheme reads the padding scheme file again: -padding-scheme's, or
+// else the configuration file's (fc, nil without one).
+func (s *server) reloadScheme(fc *fileConfig) {
+	scheme := s.o.schemeFile
+	if fc != nil && !s.o.explicit["padding-scheme"] {
+		scheme = fc.PaddingScheme
 	}
 	if scheme == "" {
 		return

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -401,5 +403,41 @@ func TestNegativeDrainTimeoutRefused(t *testing.T) {
 	err = run(o, env{stderr: io.Discard, signals: make(chan os.Signal)})
 	if err == nil || !strings.Contains(err.Error(), "-drain-timeout") {
 		t.Fatalf("run = %v, want the negative drain timeout refused", err)
+	}
+}
+
+// Without -config, SIGHUP still reads the -padding-scheme file again.
+func TestReloadSchemeWithoutConfig(t *testing.T) {
+	dir := t.TempDir()
+	scheme := filepath.Join(dir, "scheme.txt")
+	writeFile(t, scheme, "stop=2\n0=30-30\n1=100-200")
+	o, err := parseFlags([]string{"-l", "127.0.0.1:0", "-p", "pw", "-padding-scheme", scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := newLogLines()
+	signals := make(chan os.Signal, 2)
+	listening := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(o, env{stderr: out, signals: signals, listening: func(net.Addr) { listening <- struct{}{} }})
+	}()
+	select {
+	case <-listening:
+	case err := <-done:
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	const next = "stop=3\n0=40-40\n1=100-200\n2=300-400"
+	writeFile(t, scheme, next)
+	signals <- syscall.SIGHUP
+	out.wait(t, 1, fmt.Sprintf("padding_md5=%x", md5.Sum([]byte(next))))
+	signals <- syscall.SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
 	}
 }
