@@ -372,15 +372,7 @@ func TestPrintedURIWorks(t *testing.T) {
 	echoOnce(t, conn, "through the printed URI")
 	conn.Close()
 	c.Close()
-	signals <- syscall.SIGTERM
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("run did not return:\n%s", out)
-	}
+	stopRun(t, signals, done, out)
 }
 
 // A zero duration in the file means the default, as the README says: a
@@ -431,6 +423,12 @@ func TestReloadSchemeWithoutConfig(t *testing.T) {
 	writeFile(t, scheme, next)
 	signals <- syscall.SIGHUP
 	out.wait(t, 1, fmt.Sprintf("padding_md5=%x", md5.Sum([]byte(next))))
+	stopRun(t, signals, done, out)
+}
+
+// stopRun sends SIGTERM and waits for run to return without an error.
+func stopRun(t *testing.T, signals chan<- os.Signal, done <-chan error, out *logLines) {
+	t.Helper()
 	signals <- syscall.SIGTERM
 	select {
 	case err := <-done:
@@ -438,6 +436,6 @@ func TestReloadSchemeWithoutConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return after SIGTERM")
+		t.Fatalf("run did not return after SIGTERM:\n%s", out)
 	}
 }
