@@ -252,11 +252,13 @@ func (s *server) shutdown(sig os.Signal, signals <-chan os.Signal) {
 		for {
 			select {
 			case sig := <-signals:
-				if sig != syscall.SIGHUP {
-					s.log.Warn("second signal: closing at once", "signal", sig.String())
-					cancel()
-					return
+				if sig == syscall.SIGHUP {
+					s.log.Info("SIGHUP ignored: the server is draining")
+					continue
 				}
+				s.log.Warn("second signal: closing at once", "signal", sig.String())
+				cancel()
+				return
 			case <-done:
 				return
 			}
@@ -316,6 +318,9 @@ func (s *server) reloadScheme(fc *fileConfig) {
 		scheme = fc.PaddingScheme
 	}
 	if scheme == "" {
+		if fc != nil && s.o.schemeFile != "" {
+			s.log.Info("reload: the file names no padding scheme now; the current one is kept", "padding_md5", s.srv.PaddingSchemeMD5())
+		}
 		return
 	}
 	text, err := readScheme(scheme)

@@ -315,6 +315,8 @@ func TestReloadAndDrain(t *testing.T) {
 	// SIGTERM: the live stream goes on until it ends, then run returns
 	signals <- syscall.SIGTERM
 	out.wait(t, 1, "shutting down: draining")
+	signals <- syscall.SIGHUP // no reload while draining, and no exit either
+	out.wait(t, 1, "SIGHUP ignored: the server is draining")
 	echoOnce(t, live, "alice while the server drains")
 	live.Close()
 	select {
