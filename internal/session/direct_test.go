@@ -633,10 +633,7 @@ func TestIdleReaderParks(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("a Poller parks only on Linux")
 	}
-	leakCheck(t)
-	cl, b, sv := batchedTLS(t, nil)
-	p := &sockio.Poller{Sweep: time.Hour}
-	sess := NewClient(cl, Config{Scheme: mustScheme(t, noShaping), ProbeTimeout: -1, Batch: b, Poller: p})
+	sess, p, sv := parkingClient(t)
 	parked := func() bool {
 		return p.Parked() == 1 && !strings.Contains(allStacks(), "(*Session).readLoop")
 	}
@@ -669,16 +666,25 @@ func TestIdleReaderParks(t *testing.T) {
 	}
 }
 
+// parkingClient starts a client session over TLS with a Poller whose sweep
+// is off: only an event, or the session's own wake, resumes its parked
+// reader. It returns the session, the Poller and the server's end.
+func parkingClient(t *testing.T) (*Session, *sockio.Poller, *tls.Conn) {
+	t.Helper()
+	leakCheck(t)
+	cl, b, sv := batchedTLS(t, nil)
+	p := &sockio.Poller{Sweep: time.Hour}
+	sess := NewClient(cl, Config{Scheme: mustScheme(t, noShaping), ProbeTimeout: -1, Batch: b, Poller: p})
+	return sess, p, sv
+}
+
 // TestParkedSessionSeesReset: a reset from the peer while the read loop is
 // parked (the Poller's sweep off) ends the session at once, with an error.
 func TestParkedSessionSeesReset(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("a Poller parks only on Linux")
 	}
-	leakCheck(t)
-	cl, b, sv := batchedTLS(t, nil)
-	p := &sockio.Poller{Sweep: time.Hour}
-	sess := NewClient(cl, Config{Scheme: mustScheme(t, noShaping), ProbeTimeout: -1, Batch: b, Poller: p})
+	sess, p, sv := parkingClient(t)
 	defer sess.Close()
 	waitFor(t, "the idle reader to park", func() bool { return p.Parked() == 1 })
 	raw := sv.NetConn().(*net.TCPConn)

@@ -195,18 +195,6 @@ func TestPeerV1Learned(t *testing.T) {
 	}
 }
 
-// waitUntil polls f until it holds, failing the test after testTimeout.
-func waitUntil(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // A write that carried a probe and completes after that probe was answered
 // and a newer one queued does not mark the newer one as written: it still
 // waits behind the next write, and its verdict must not run.
@@ -217,7 +205,7 @@ func TestStaleWriteLeavesNewProbeUnsent(t *testing.T) {
 	s := env.sess
 	env.p.send(wire.CmdServerSettings, 0, []byte("v=2"))
 	env.p.barrier()
-	waitUntil(t, "version 2", func() bool { return s.PeerVersion() == 2 })
+	waitFor(t, "version 2", func() bool { return s.PeerVersion() == 2 })
 
 	if err := s.lockWrite(canceller{}); err != nil { // a writer
 		t.Fatal(err)
@@ -225,7 +213,7 @@ func TestStaleWriteLeavesNewProbeUnsent(t *testing.T) {
 	s.suspect(false)       // probe 1 queued
 	buf := s.takeCtrl(nil) // the writer takes it
 	env.p.send(wire.CmdHeartResponse, 0, nil)
-	waitUntil(t, "probe 1 answered", func() bool { return s.probeAt.Load() == 0 })
+	waitFor(t, "probe 1 answered", func() bool { return s.probeAt.Load() == 0 })
 	s.suspect(true) // probe 2 queued behind the writer
 	if err := s.sendLocked(buf); err != nil {
 		t.Fatal(err)
@@ -253,7 +241,7 @@ func TestAbandonedInlineProbeReleased(t *testing.T) {
 	s := env.sess
 	env.p.send(wire.CmdServerSettings, 0, []byte("v=2"))
 	env.p.barrier()
-	waitUntil(t, "version 2", func() bool { return s.PeerVersion() == 2 })
+	waitFor(t, "version 2", func() bool { return s.PeerVersion() == 2 })
 	time.Sleep(2 * quiet) // quiet for longer than QuietTimeout: the next OpenStream probes
 
 	if err := s.lockWrite(canceller{}); err != nil { // another writer holds the lock
@@ -273,5 +261,5 @@ func TestAbandonedInlineProbeReleased(t *testing.T) {
 	if _, err := s.OpenStream(t.Context(), testDst, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the silent peer found dead", func() bool { return errors.Is(s.Err(), ErrHeartbeatTimeout) })
+	waitFor(t, "the silent peer found dead", func() bool { return errors.Is(s.Err(), ErrHeartbeatTimeout) })
 }
