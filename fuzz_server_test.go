@@ -37,8 +37,9 @@ func FuzzServeConn(f *testing.F) {
 	for _, seed := range [][]byte{
 		nil, {0}, good[:33], good, append(good, session...), preamble("wrong", 30),
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), []byte("GET /"),
-		append(good, frame(wire.CmdSYN, 1, nil)...), // SYN before Settings
-		append(good[:len(good)-5], 0xff, 0xff),      // padding longer than sent
+		[]byte("FOO / HTTP/1.1\r\nHost: www.example.com\r\nAccept: */*\r\n\r\n"), // any method, after a failed hash
+		append(good, frame(wire.CmdSYN, 1, nil)...),                              // SYN before Settings
+		append(good[:len(good)-5], 0xff, 0xff),                                   // padding longer than sent
 	} {
 		f.Add(seed)
 	}

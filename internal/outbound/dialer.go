@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -91,9 +92,8 @@ func ownAddrsOf(prefixes []netip.Prefix) []netip.Addr {
 			continue
 		}
 		b := ip.As4()
-		host := ^uint32(0) >> bits
-		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
-		out = append(out, netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}))
+		binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(b[:])|^uint32(0)>>bits)
+		out = append(out, netip.AddrFrom4(b))
 	}
 	return out
 }
