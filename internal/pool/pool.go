@@ -76,9 +76,9 @@ type Pool struct {
 	all    map[*session.Session]*entry
 	closed bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
-	// done ends with Close: it cuts short the dials in progress
+	wg sync.WaitGroup
+	// done ends with Close: it stops the idle checker and cuts short the
+	// dials in progress
 	done   context.Context
 	finish context.CancelFunc
 }
@@ -105,7 +105,6 @@ func New(cfg Config, dial DialFunc) (*Pool, error) {
 		dial: dial,
 		log:  cfg.Logger,
 		all:  make(map[*session.Session]*entry),
-		stop: make(chan struct{}),
 	}
 	p.done, p.finish = context.WithCancel(context.Background())
 	p.wg.Add(1)
@@ -265,7 +264,7 @@ func (p *Pool) checker() {
 	defer t.Stop()
 	for {
 		select {
-		case <-p.stop:
+		case <-p.done.Done():
 			return
 		case now := <-t.C:
 			p.CloseIdle(now.Add(-p.cfg.IdleTimeout))
@@ -331,7 +330,6 @@ func (p *Pool) Close() error {
 	p.idle = nil
 	p.mu.Unlock()
 	p.finish()
-	close(p.stop)
 	for _, s := range sessions {
 		s.Close()
 	}
